@@ -1,0 +1,433 @@
+"""Flax NNX layers: thin modules over the functional ops.
+
+Every layer follows `flax.nnx.Dropout`'s conventions: it owns a forked ``'dropout'`` RNG
+stream, ``.train()`` / ``.eval()`` (or ``deterministic=``) switch sampling on and off, and a
+key passed as ``rngs=`` at call time replaces the stream, so that
+``Layer(...)(x, rngs=key) == op(key, x, ...)``. A call-time ``rate=`` overrides the stored
+rate and may be traced (schedules without recompiling).
+
+MC dropout: ``mc=True`` (or `set_mc` on a whole model) keeps sampling after ``.eval()``
+while BatchNorm and everything else stay in inference mode. An explicit call-time
+``deterministic=`` wins over both flags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from dropjax import concrete, ops
+from dropjax._validation import check_rate
+
+ArrayLike = Any
+_LECUN_NORMAL = nnx.initializers.lecun_normal()
+RngsLike = nnx.Rngs | nnx.RngStream | jax.Array | None
+
+
+class StochasticLayer(nnx.Module):
+  """Base class: the deterministic/MC switches and the RNG stream."""
+
+  def __init__(
+      self,
+      *,
+      deterministic: bool = False,
+      mc: bool = False,
+      rng_collection: str = "dropout",
+      rngs: nnx.Rngs | nnx.RngStream | None = None,
+  ):
+    self.deterministic = deterministic
+    self.mc = mc
+    self.rng_collection = rng_collection
+    if isinstance(rngs, nnx.Rngs):
+      self.rngs = rngs[rng_collection].fork()
+    elif isinstance(rngs, nnx.RngStream):
+      self.rngs = rngs.fork()
+    elif rngs is None:
+      self.rngs = nnx.data(None)
+    else:
+      raise TypeError(f"`rngs` must be nnx.Rngs, nnx.RngStream or None; got {type(rngs)}.")
+
+  def _sampling(self, deterministic: bool | None) -> bool:
+    if deterministic is not None:
+      return not deterministic
+    return self.mc or not self.deterministic
+
+  def _key(self, rngs: RngsLike) -> jax.Array:
+    if rngs is None:
+      rngs = self.rngs
+    if isinstance(rngs, nnx.Rngs):
+      return rngs[self.rng_collection]()
+    if isinstance(rngs, nnx.RngStream):
+      return rngs()
+    if isinstance(rngs, jax.Array):
+      return rngs
+    raise ValueError(
+        f"{type(self).__name__} is sampling but has no RNG: pass `rngs=nnx.Rngs(...)` to the "
+        "constructor or a key as `rngs=` to the call."
+    )
+
+  def set_view(self, deterministic: bool | None = None, mc: bool | None = None):
+    """Used by `nnx.view`."""
+    if deterministic is not None:
+      self.deterministic = deterministic
+    if mc is not None:
+      self.mc = mc
+
+
+def set_mc(model: nnx.Module, enabled: bool = True, *, raise_if_not_found: bool = True) -> None:
+  """Turns MC sampling on (or off) in every dropjax layer of ``model``.
+
+  Call after ``model.eval()`` to draw MC-dropout samples with BatchNorm in inference mode.
+
+  Example:
+    >>> from flax import nnx
+    >>> import dropjax
+    >>> layer = dropjax.layers.Dropout(0.5, rngs=nnx.Rngs(0))
+    >>> layer.eval(); dropjax.layers.set_mc(layer)
+    >>> layer.mc, layer.deterministic
+    (True, True)
+  """
+  model.set_attributes(mc=enabled, raise_if_not_found=raise_if_not_found)
+
+
+def reseed(model: nnx.Module, key: jax.Array) -> None:
+  """Sets the RNG stream of every dropjax layer in ``model`` from ``key``.
+
+  Layer ``i`` (in graph order) gets ``fold_in(key, i)`` with its count reset, whatever its
+  stream is called: `nnx.reseed` matches streams by tag, and a layer built from
+  ``nnx.Rngs(0)`` draws from the ``'default'`` tag, so reseeding ``dropout=`` would
+  silently leave it alone. Call it with ``fold_in(key, step)`` inside a train step (a
+  resumed run draws the same masks) or with per-sample keys for MC dropout.
+  """
+  index = 0
+  for _, module in nnx.iter_modules(model):
+    if isinstance(module, StochasticLayer) and isinstance(module.rngs, nnx.RngStream):
+      module.rngs.key.set_value(jax.random.fold_in(key, index))
+      module.rngs.count.set_value(jnp.zeros(module.rngs.count.shape, jnp.uint32))
+      index += 1
+
+
+class Identity(nnx.Module):
+  """No dropout: the ``"none"`` entry of a variant comparison."""
+
+  def __call__(self, x: ArrayLike, **unused: Any) -> jax.Array:
+    return x
+
+
+class Dropout(StochasticLayer):
+  """`dropjax.dropout` as a layer (Bernoulli, fast masks, inverted or classic scaling).
+
+  Args:
+    rate: the dropout probability, not the keep rate.
+    broadcast_dims: axes sharing the mask.
+    inverted: inverted (True) or classic (False) scaling; see `dropjax.dropout`.
+    bits: random bits per element, or None to choose from the rate.
+    deterministic, mc, rng_collection, rngs: see `StochasticLayer`.
+  """
+
+  def __init__(
+      self,
+      rate: float,
+      *,
+      broadcast_dims: Sequence[int] = (),
+      inverted: bool = True,
+      bits: int | None = None,
+      **kwargs: Any,
+  ):
+    super().__init__(**kwargs)
+    check_rate(rate)
+    self.rate = rate
+    self.broadcast_dims = tuple(broadcast_dims)
+    self.inverted = inverted
+    self.bits = bits
+
+  def __call__(self, x, *, deterministic=None, rngs=None, rate=None) -> jax.Array:
+    rate = self.rate if rate is None else rate
+    if not self._sampling(deterministic):
+      return ops.dropout(
+          None, x, rate, deterministic=True, inverted=self.inverted, bits=self.bits
+      )
+    return ops.dropout(
+        self._key(rngs), x, rate, broadcast_dims=self.broadcast_dims, inverted=self.inverted,
+        bits=self.bits,
+    )
+
+
+class SpatialDropout(StochasticLayer):
+  """`dropjax.spatial_dropout` as a layer: drops whole feature maps."""
+
+  def __init__(self, rate: float, *, channel_axis: int = -1, bits: int | None = None, **kwargs):
+    super().__init__(**kwargs)
+    check_rate(rate)
+    self.rate, self.channel_axis, self.bits = rate, channel_axis, bits
+
+  def __call__(self, x, *, deterministic=None, rngs=None, rate=None) -> jax.Array:
+    if not self._sampling(deterministic):
+      return x
+    rate = self.rate if rate is None else rate
+    return ops.spatial_dropout(
+        self._key(rngs), x, rate, channel_axis=self.channel_axis, bits=self.bits
+    )
+
+
+class DropBlock(StochasticLayer):
+  """`dropjax.dropblock` as a layer: drops contiguous square blocks of feature maps."""
+
+  def __init__(
+      self,
+      rate: float,
+      *,
+      block_size: int = 7,
+      data_format: str = "NHWC",
+      shared_across_channels: bool = True,
+      bits: int | None = None,
+      **kwargs,
+  ):
+    super().__init__(**kwargs)
+    check_rate(rate)
+    self.rate, self.block_size, self.data_format = rate, block_size, data_format
+    self.shared_across_channels, self.bits = shared_across_channels, bits
+
+  def __call__(self, x, *, deterministic=None, rngs=None, rate=None) -> jax.Array:
+    if not self._sampling(deterministic):
+      return x
+    rate = self.rate if rate is None else rate
+    return ops.dropblock(
+        self._key(rngs), x, rate, block_size=self.block_size, data_format=self.data_format,
+        shared_across_channels=self.shared_across_channels, bits=self.bits,
+    )
+
+
+class GaussianDropout(StochasticLayer):
+  """`dropjax.gaussian_dropout` as a layer: multiplicative N(1, rate/(1-rate)) noise."""
+
+  def __init__(self, rate: float, **kwargs):
+    super().__init__(**kwargs)
+    check_rate(rate)
+    self.rate = rate
+
+  def __call__(self, x, *, deterministic=None, rngs=None, rate=None) -> jax.Array:
+    if not self._sampling(deterministic):
+      return x
+    return ops.gaussian_dropout(self._key(rngs), x, self.rate if rate is None else rate)
+
+
+class AlphaDropout(StochasticLayer):
+  """`dropjax.alpha_dropout` as a layer, for SELU networks."""
+
+  def __init__(self, rate: float, *, bits: int | None = None, **kwargs):
+    super().__init__(**kwargs)
+    check_rate(rate)
+    self.rate, self.bits = rate, bits
+
+  def __call__(self, x, *, deterministic=None, rngs=None, rate=None) -> jax.Array:
+    if not self._sampling(deterministic):
+      return x
+    rate = self.rate if rate is None else rate
+    return ops.alpha_dropout(self._key(rngs), x, rate, bits=self.bits)
+
+
+class DropPath(StochasticLayer):
+  """`dropjax.drop_path` as a layer: stochastic depth on a residual branch."""
+
+  def __init__(self, rate: float, *, bits: int | None = None, **kwargs):
+    super().__init__(**kwargs)
+    check_rate(rate)
+    self.rate, self.bits = rate, bits
+
+  def __call__(self, x, *, deterministic=None, rngs=None, rate=None) -> jax.Array:
+    if not self._sampling(deterministic):
+      return x
+    rate = self.rate if rate is None else rate
+    return ops.drop_path(self._key(rngs), x, rate, bits=self.bits)
+
+
+class DropConnectLinear(StochasticLayer):
+  """A dense layer whose kernel and bias get DropConnect masks (`dropjax.dropconnect_dense`).
+
+  Args:
+    in_features, out_features: the layer's sizes.
+    rate: the dropout probability of each weight.
+    use_bias: whether to add a (masked) bias.
+    per_example: one mask per example instead of one per batch.
+    rngs: ``nnx.Rngs`` with a ``params`` stream (initialisation) and a ``dropout`` stream.
+  """
+
+  def __init__(
+      self,
+      in_features: int,
+      out_features: int,
+      rate: float,
+      *,
+      use_bias: bool = True,
+      per_example: bool = False,
+      bits: int | None = None,
+      kernel_init: nnx.Initializer = _LECUN_NORMAL,
+      rngs: nnx.Rngs,
+      **kwargs,
+  ):
+    super().__init__(rngs=rngs, **kwargs)
+    check_rate(rate)
+    self.rate, self.per_example, self.bits = rate, per_example, bits
+    self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features)))
+    self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else nnx.data(None)
+
+  def __call__(self, x, *, deterministic=None, rngs=None, rate=None) -> jax.Array:
+    bias = None if self.bias is None else self.bias[...]
+    sampling = self._sampling(deterministic)
+    return ops.dropconnect_dense(
+        self._key(rngs) if sampling else None, x, self.kernel[...],
+        self.rate if rate is None else rate, bias=bias, per_example=self.per_example,
+        deterministic=not sampling, bits=self.bits,
+    )
+
+
+class ConcreteDropout(StochasticLayer):
+  """Concrete dropout with a learnable rate (`dropjax.concrete_dropout`).
+
+  The rate is ``sigmoid(rate_logit)`` with ``rate_logit`` an ``nnx.Param`` trained with the
+  rest of the model; add `regularizer` of the weights this layer feeds to the loss.
+
+  Args:
+    init_rate: the initial rate (0.1 in the reference code).
+    temperature: the relaxation temperature.
+    spatial: drop whole feature maps (`spatial_concrete_dropout`); for conv layers.
+    channel_axis: the channel axis when ``spatial``.
+    broadcast_dims: axes sharing the mask when not ``spatial``.
+  """
+
+  def __init__(
+      self,
+      *,
+      init_rate: float = 0.1,
+      temperature: float = concrete.DEFAULT_TEMPERATURE,
+      spatial: bool = False,
+      channel_axis: int = -1,
+      broadcast_dims: Sequence[int] = (),
+      **kwargs,
+  ):
+    super().__init__(**kwargs)
+    value = check_rate(init_rate, "init_rate")
+    if value is not None and not 0 < float(value) < 1:
+      raise ValueError(f"`init_rate` must be strictly between 0 and 1; got {init_rate}.")
+    self.rate_logit = nnx.Param(jnp.asarray(np.log(init_rate) - np.log1p(-init_rate), jnp.float32))
+    self.temperature, self.spatial, self.channel_axis = temperature, spatial, channel_axis
+    self.broadcast_dims = tuple(broadcast_dims)
+
+  @property
+  def rate(self) -> jax.Array:
+    return jax.nn.sigmoid(self.rate_logit[...])
+
+  def __call__(self, x, *, deterministic=None, rngs=None) -> jax.Array:
+    if not self._sampling(deterministic):
+      return x
+    if self.spatial:
+      return concrete.spatial_concrete_dropout(
+          self._key(rngs), x, self.rate, channel_axis=self.channel_axis,
+          temperature=self.temperature,
+      )
+    return concrete.concrete_dropout(
+        self._key(rngs), x, self.rate, temperature=self.temperature,
+        broadcast_dims=self.broadcast_dims,
+    )
+
+  def regularizer(
+      self,
+      weights: Any,
+      *,
+      input_dim: int,
+      weight_regularizer: float,
+      dropout_regularizer: float,
+  ) -> jax.Array:
+    """`dropjax.concrete_dropout_regularizer` at this layer's current rate."""
+    return concrete.concrete_dropout_regularizer(
+        weights, self.rate, input_dim=input_dim, weight_regularizer=weight_regularizer,
+        dropout_regularizer=dropout_regularizer,
+    )
+
+
+class LSTM(StochasticLayer):
+  """An LSTM over ``(batch, time, features)`` with variational or naive dropout.
+
+  ``mode="variational"`` (Gal & Ghahramani 2016): one mask per sequence on the inputs and
+  one on the recurrent state, drawn once *outside* `jax.lax.scan` and reused at every
+  step. ``mode="naive"``: a fresh mask at every step on both, for comparison (also drawn
+  outside the scan, as ``(time, batch, ...)`` tensors).
+
+  Args:
+    in_features, hidden_features: the sizes.
+    input_rate: dropout rate on the inputs x_t.
+    state_rate: dropout rate on the recurrent state h_{t-1}.
+    mode: ``"variational"`` or ``"naive"``.
+    rngs: ``nnx.Rngs`` with ``params`` and ``dropout`` streams.
+  """
+
+  def __init__(
+      self,
+      in_features: int,
+      hidden_features: int,
+      *,
+      input_rate: float = 0.0,
+      state_rate: float = 0.0,
+      mode: str = "variational",
+      rngs: nnx.Rngs,
+      **kwargs,
+  ):
+    super().__init__(rngs=rngs, **kwargs)
+    if mode not in ("variational", "naive"):
+      raise ValueError(f'`mode` must be "variational" or "naive"; got {mode!r}.')
+    check_rate(input_rate, "input_rate")
+    check_rate(state_rate, "state_rate")
+    self.input_rate, self.state_rate, self.mode = input_rate, state_rate, mode
+    self.hidden_features = hidden_features
+    init = _LECUN_NORMAL
+    self.input_kernel = nnx.Param(init(rngs.params(), (in_features, 4 * hidden_features)))
+    self.state_kernel = nnx.Param(
+        nnx.initializers.orthogonal()(rngs.params(), (hidden_features, 4 * hidden_features))
+    )
+    # Forget-gate bias 1 (Jozefowicz et al. 2015).
+    bias = np.zeros(4 * hidden_features, np.float32)
+    bias[hidden_features : 2 * hidden_features] = 1.0
+    self.bias = nnx.Param(jnp.asarray(bias))
+
+  def __call__(self, xs, *, deterministic=None, rngs=None) -> jax.Array:
+    xs = jnp.asarray(xs)
+    if xs.ndim != 3:
+      raise ValueError(f"LSTM expects `xs` of shape (batch, time, features); got {xs.shape}.")
+    batch, steps, features = xs.shape
+    hidden = self.hidden_features
+    if self._sampling(deterministic):
+      key_x, key_h = jax.random.split(self._key(rngs))
+      lead = () if self.mode == "variational" else (steps,)
+      mask_x = ops.dropout_mask(key_x, (*lead, batch, features), self.input_rate, dtype=xs.dtype)
+      mask_h = ops.dropout_mask(key_h, (*lead, batch, hidden), self.state_rate, dtype=xs.dtype)
+    else:
+      mask_x = jnp.ones((batch, features), xs.dtype)
+      mask_h = jnp.ones((batch, hidden), xs.dtype)
+    per_step = mask_x.ndim == 3
+    wx, wh, b = self.input_kernel[...], self.state_kernel[...], self.bias[...]
+
+    def step(carry, inputs):
+      h, c = carry
+      x_t, mx, mh = inputs
+      gates = (x_t * mx) @ wx + (h * mh) @ wh + b
+      i, f, g, o = jnp.split(gates, 4, axis=-1)
+      c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+      h = jax.nn.sigmoid(o) * jnp.tanh(c)
+      return (h, c), h
+
+    time_major = jnp.swapaxes(xs, 0, 1)
+    if per_step:
+      scanned = (time_major, mask_x, mask_h)
+      body = step
+    else:
+      scanned = time_major
+      body = lambda carry, x_t: step(carry, (x_t, mask_x, mask_h))
+    zeros = jnp.zeros((batch, hidden), xs.dtype)
+    _, hs = jax.lax.scan(body, (zeros, zeros), scanned)
+    return jnp.swapaxes(hs, 0, 1)

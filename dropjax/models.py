@@ -1,0 +1,238 @@
+"""Models with pluggable dropout: one architecture, any variant, rates per position.
+
+`VARIANTS` names what a variant comparison can plug in. Each model places
+``dropout(variant) -> weight layer`` pairs, so that concrete dropout's regulariser knows
+which weights each learned rate feeds (`regularization`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from dropjax import layers
+from dropjax.ops import drop_path_rates
+
+VARIANTS = (
+    "none", "dropout", "spatial", "dropblock", "gaussian", "alpha", "dropconnect", "concrete",
+    "drop_path",
+)
+# Feature-map variants fall back to standard dropout in dense positions.
+_DENSE_EQUIVALENT = {"spatial": "dropout", "dropblock": "dropout"}
+
+
+def _check_variant(variant: str) -> None:
+  if variant not in VARIANTS:
+    raise ValueError(f"`variant` must be one of {VARIANTS}; got {variant!r}.")
+
+
+def activation_for(variant: str):
+  """SELU for alpha dropout (it is only mean/variance preserving for SELU nets), else ReLU."""
+  return jax.nn.selu if variant == "alpha" else jax.nn.relu
+
+
+def dense_dropout(variant: str, rate: float, *, rngs: nnx.Rngs) -> nnx.Module:
+  """The dropout layer a variant places before a dense layer."""
+  _check_variant(variant)
+  variant = _DENSE_EQUIVALENT.get(variant, variant)
+  if variant in ("none", "dropconnect", "drop_path") or rate == 0:
+    return layers.Identity()
+  if variant == "dropout":
+    return layers.Dropout(rate, rngs=rngs)
+  if variant == "gaussian":
+    return layers.GaussianDropout(rate, rngs=rngs)
+  if variant == "alpha":
+    return layers.AlphaDropout(rate, rngs=rngs)
+  return layers.ConcreteDropout(init_rate=rate, rngs=rngs)
+
+
+def feature_map_dropout(
+    variant: str, rate: float, *, block_size: int, rngs: nnx.Rngs
+) -> nnx.Module:
+  """The dropout layer a variant places before a convolution (NHWC maps)."""
+  _check_variant(variant)
+  if variant in ("none", "dropconnect", "drop_path") or rate == 0:
+    return layers.Identity()
+  if variant == "spatial":
+    return layers.SpatialDropout(rate, rngs=rngs)
+  if variant == "dropblock":
+    return layers.DropBlock(rate, block_size=block_size, rngs=rngs)
+  if variant == "concrete":
+    return layers.ConcreteDropout(init_rate=rate, spatial=True, rngs=rngs)
+  return dense_dropout(variant, rate, rngs=rngs)
+
+
+def _dense(variant, din, dout, rate, rngs):
+  if variant == "dropconnect" and rate > 0:
+    return layers.DropConnectLinear(din, dout, rate, rngs=rngs)
+  return nnx.Linear(din, dout, rngs=rngs)
+
+
+def concrete_regularization(
+    pairs: Sequence[tuple[nnx.Module, nnx.Module, int]],
+    weight_regularizer: float,
+    dropout_regularizer: float,
+) -> jax.Array:
+  """Sum of Concrete-dropout penalties over ``(dropout layer, weight layer, input_dim)``."""
+  total = jnp.zeros(())
+  for drop, layer, input_dim in pairs:
+    if isinstance(drop, layers.ConcreteDropout):
+      total = total + drop.regularizer(
+          layer.kernel[...], input_dim=input_dim, weight_regularizer=weight_regularizer,
+          dropout_regularizer=dropout_regularizer,
+      )
+  return total
+
+
+class MLP(nnx.Module):
+  """``[drop -> dense -> act] * depth -> drop -> dense`` with per-position rates.
+
+  Args:
+    in_features: input size (inputs are flattened).
+    hidden: hidden layer sizes.
+    num_outputs: output size.
+    variant: one of `VARIANTS` (feature-map variants act as standard dropout here).
+    input_rate: the rate before the first layer.
+    hidden_rate: the rate before every later layer; or a sequence, one per hidden layer.
+    rngs: ``nnx.Rngs`` with ``params`` and ``dropout`` streams.
+  """
+
+  def __init__(
+      self,
+      in_features: int,
+      hidden: Sequence[int],
+      num_outputs: int,
+      *,
+      variant: str = "dropout",
+      input_rate: float = 0.2,
+      hidden_rate: float | Sequence[float] = 0.5,
+      rngs: nnx.Rngs,
+  ):
+    _check_variant(variant)
+    rates = [hidden_rate] * len(hidden) if isinstance(hidden_rate, (int, float)) else hidden_rate
+    if len(rates) != len(hidden):
+      raise ValueError(f"`hidden_rate` needs one rate per hidden layer ({len(hidden)}).")
+    sizes = [in_features, *hidden, num_outputs]
+    all_rates = [input_rate, *rates]
+    self.variant = variant
+    self.activation = activation_for(variant)
+    self.drops = nnx.List(
+        [dense_dropout(variant, r, rngs=rngs) for r in all_rates]
+    )
+    self.denses = nnx.List(
+        [_dense(variant, sizes[i], sizes[i + 1], all_rates[i], rngs) for i in range(len(sizes) - 1)]
+    )
+    self.input_dims = tuple(sizes[:-1])
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = x.reshape(x.shape[0], -1)
+    for i, (drop, dense) in enumerate(zip(self.drops, self.denses, strict=True)):
+      h = dense(drop(h))
+      if i < len(self.denses) - 1:
+        h = self.activation(h)
+    return h
+
+  def regularization(self, weight_regularizer: float, dropout_regularizer: float) -> jax.Array:
+    pairs = zip(self.drops, self.denses, self.input_dims, strict=True)
+    return concrete_regularization(list(pairs), weight_regularizer, dropout_regularizer)
+
+
+class ResidualBlock(nnx.Module):
+  """``act(x + drop_path(conv(act(conv(x)))))``."""
+
+  def __init__(self, channels: int, *, path_rate: float, activation, rngs: nnx.Rngs):
+    self.conv1 = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
+    self.conv2 = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
+    self.drop_path = layers.DropPath(path_rate, rngs=rngs) if path_rate > 0 else layers.Identity()
+    self.activation = activation
+
+  def __call__(self, x):
+    branch = self.conv2(self.activation(self.conv1(x)))
+    return self.activation(x + self.drop_path(branch))
+
+
+class ConvNet(nnx.Module):
+  """A small residual CNN for 8x8 digits or 28x28 MNIST (NHWC).
+
+  Per stage: ``feature-map dropout -> conv 3x3 -> act -> residual block -> 2x2 avg-pool``;
+  then ``dropout -> dense -> act -> dropout -> dense``. Spatial dropout and DropBlock act on
+  the maps, drop-path on the residual branches (linear depth rule), DropConnect on the
+  dense weights, the other variants everywhere.
+
+  Args:
+    in_channels: input channels.
+    num_classes: output classes.
+    spatial_size: input height = width (sets the flattened size).
+    variant: one of `VARIANTS`.
+    conv_rate: the rate of the feature-map positions (for drop-path: of the last block).
+    dense_rate: the rate of the dense positions.
+    channels: channels per stage.
+    dense_features: the hidden dense width.
+    block_size: DropBlock's block size (clipped to each stage's map size).
+    rngs: ``nnx.Rngs`` with ``params`` and ``dropout`` streams.
+  """
+
+  def __init__(
+      self,
+      in_channels: int,
+      num_classes: int,
+      *,
+      spatial_size: int,
+      variant: str = "dropout",
+      conv_rate: float = 0.1,
+      dense_rate: float = 0.5,
+      channels: Sequence[int] = (32, 64),
+      dense_features: int = 128,
+      block_size: int = 3,
+      rngs: nnx.Rngs,
+  ):
+    _check_variant(variant)
+    self.variant = variant
+    self.activation = activation_for(variant)
+    path_rates = (
+        drop_path_rates(len(channels), conv_rate) if variant == "drop_path"
+        else (0.0,) * len(channels)
+    )
+    drops, convs, blocks, input_dims = [], [], [], []
+    size, cin = spatial_size, in_channels
+    for stage, cout in enumerate(channels):
+      # No feature-map dropout on the raw image: it would drop the only input channel.
+      rate = conv_rate if stage > 0 else 0.0
+      drops.append(
+          feature_map_dropout(variant, rate, block_size=min(block_size, size), rngs=rngs)
+      )
+      convs.append(nnx.Conv(cin, cout, (3, 3), rngs=rngs))
+      blocks.append(ResidualBlock(cout, path_rate=path_rates[stage], activation=self.activation,
+                                  rngs=rngs))
+      input_dims.append(cin)
+      size, cin = size // 2, cout
+    self.drops, self.convs = nnx.List(drops), nnx.List(convs)
+    self.blocks = nnx.List(blocks)
+    flat = size * size * cin
+    self.dense_drops = nnx.List(
+        [dense_dropout(variant, dense_rate, rngs=rngs) for _ in range(2)]
+    )
+    self.dense1 = _dense(variant, flat, dense_features, dense_rate, rngs)
+    self.dense2 = _dense(variant, dense_features, num_classes, dense_rate, rngs)
+    self.pairs_input_dims = (*input_dims, flat, dense_features)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = x
+    for drop, conv, block in zip(self.drops, self.convs, self.blocks, strict=True):
+      h = block(self.activation(conv(drop(h))))
+      h = nnx.avg_pool(h, (2, 2), strides=(2, 2))
+    h = h.reshape(h.shape[0], -1)
+    h = self.activation(self.dense1(self.dense_drops[0](h)))
+    return self.dense2(self.dense_drops[1](h))
+
+  def regularization(self, weight_regularizer: float, dropout_regularizer: float) -> jax.Array:
+    pairs = [
+        *zip(self.drops, self.convs, strict=True),
+        (self.dense_drops[0], self.dense1),
+        (self.dense_drops[1], self.dense2),
+    ]
+    triples = [(d, w, k) for (d, w), k in zip(pairs, self.pairs_input_dims, strict=True)]
+    return concrete_regularization(triples, weight_regularizer, dropout_regularizer)

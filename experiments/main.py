@@ -1,0 +1,30 @@
+"""Runs a study: ``python -m experiments.main --config=CONFIG_FILE[:quick] --workdir=DIR``.
+
+The config's ``study`` field picks the study; every field can be overridden on the command
+line as ``--config.FIELD=VALUE``.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments import variant_comparison
+
+STUDIES = {"variant_comparison": variant_comparison.train_and_evaluate}
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A study config file.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the study writes config, results, plots.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  config = _CONFIG.value
+  if config.study not in STUDIES:
+    raise app.UsageError(f"config.study must be one of {sorted(STUDIES)}; got {config.study!r}.")
+  metrics = STUDIES[config.study](config, _WORKDIR.value)
+  logging.info("Done: %s", metrics.get("summary", ""))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,51 @@
+"""Workdir and report helpers shared by the studies."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ml_collections
+
+from dropjax import io
+
+
+def start_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Creates ``workdir`` and records the config; refuses to resume under a different config."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(config.to_json_best_effort(sort_keys=True))
+  if os.path.exists(path):
+    with open(path) as f:
+      previous = json.load(f)
+    if previous != current:
+      changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+      raise ValueError(
+          f"{workdir} holds a run with a different config (fields {changed}); resuming would "
+          "mix results. Use a new --workdir or delete the old one."
+      )
+  io.write_json_atomic(path, current)
+
+
+def load_json(path: str) -> Any | None:
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def markdown_table(
+    rows: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str, str]]
+) -> str:
+  """``columns`` are ``(key, header, format spec)``; a missing value prints as a dash."""
+  lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
+           "|" + "|".join("---" for _ in columns) + "|"]
+  for row in rows:
+    cells = []
+    for key, _, spec in columns:
+      value = row.get(key)
+      cells.append("-" if value is None else format(value, spec))
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"

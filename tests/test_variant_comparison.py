@@ -1,0 +1,52 @@
+"""The main job end to end on its quick config: every variant, report files, resume."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import variant_comparison
+from experiments.configs import variant_comparison as config_lib
+
+
+@pytest.mark.slow
+def test_quick_run_reports_every_variant_and_resumes_to_the_same_numbers(tmp_path):
+  config = config_lib.get_config("quick")
+  workdir = str(tmp_path / "run")
+  first = variant_comparison.train_and_evaluate(config, workdir)
+  names = [r["variant"] for r in first["rows"]]
+  assert names == list(config_lib.VARIANTS)
+  for name in ("config.json", "results.md", "results.csv", "metrics.json",
+               "variant_comparison.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0
+  table = open(os.path.join(workdir, "results.md")).read()
+  assert all(f"| {n} |" in table for n in names)
+  for row in first["rows"]:
+    for key in ("accuracy_det", "accuracy_mc", "nll_mc", "ece_mc", "brier_det"):
+      assert np.isfinite(row[key])
+  assert first["rows"][names.index("concrete")]["learned_rates"]
+
+  # A run killed after some variants: drop two finished results and run again.
+  for name in ("dropout", "concrete"):
+    os.remove(os.path.join(workdir, "variants", f"{name}.json"))
+  resumed = variant_comparison.train_and_evaluate(config, workdir)
+  strip = lambda rows: [{k: v for k, v in r.items() if k not in ("train_seconds", "step_ms",
+                                                                   "overhead")} for r in rows]
+  assert strip(resumed["rows"]) == strip(first["rows"])  # retrained ones bitwise equal
+
+
+def test_resuming_under_a_different_config_is_refused(tmp_path):
+  config = config_lib.get_config("quick")
+  config.variants = ("none",)
+  workdir = str(tmp_path / "run")
+  variant_comparison.train_and_evaluate(config, workdir)
+  config.seed = 1
+  with pytest.raises(ValueError, match=r"different config \(fields \['seed'\]\)"):
+    variant_comparison.train_and_evaluate(config, workdir)
+  assert json.load(open(os.path.join(workdir, "config.json")))["seed"] == 0
+
+
+def test_quick_option_is_the_only_option():
+  with pytest.raises(ValueError, match="only option is 'quick'"):
+    config_lib.get_config("fast")
