@@ -6,12 +6,15 @@ how the samples are chunked.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from dropjax.layers import reseed, set_mc
 
@@ -23,6 +26,12 @@ def sample_keys(key: jax.Array, num_samples: int) -> jax.Array:
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_samples))
 
 
+def _local_samples(forward: Forward, keys: jax.Array, x: Any, chunk_size: int | None) -> Any:
+  if chunk_size is None or chunk_size >= keys.shape[0]:
+    return jax.vmap(forward, in_axes=(0, None))(keys, x)
+  return jax.lax.map(lambda k: forward(k, x), keys, batch_size=chunk_size)
+
+
 def mc_sample(
     forward: Forward,
     key: jax.Array,
@@ -30,19 +39,32 @@ def mc_sample(
     num_samples: int,
     *,
     chunk_size: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
+    prefix: Callable[[Any], Any] | None = None,
 ) -> Any:
   """Stacks ``forward(fold_in(key, i), x)`` for ``i < num_samples`` along a new axis 0.
+
+  The deterministic part of the network before the first stochastic layer need not be
+  computed S times. Without chunking, JAX's vmap batches only what depends on the keys, so
+  that part is computed once automatically (``x`` is not batched). Inside a chunked loop
+  that is up to XLA's loop-invariant hoisting. Pass it as ``prefix`` (and make ``forward``
+  start after it) to have it computed exactly once before sampling, whatever the chunking.
 
   Args:
     forward: a pure stochastic function ``(key, x) -> outputs`` (e.g. `module_forward`).
     key: a PRNG key.
     x: the inputs (any pytree), shared by every sample.
     num_samples: S.
-    chunk_size: at most this many samples are vmapped at once (bounds memory); None
-      vmaps all S.
+    chunk_size: at most this many samples are vmapped at once per device (bounds memory);
+      None vmaps all of a device's samples at once.
+    devices: shard the sample axis over these devices with `jax.shard_map` (None: no
+      sharding). S is padded up to a multiple of the device count; the padding samples are
+      computed and dropped.
+    prefix: a deterministic ``x -> h`` applied once; ``forward`` then receives ``h``.
 
   Returns:
-    ``forward``'s outputs with a leading axis of size S.
+    ``forward``'s outputs with a leading axis of size S. Sample i's randomness depends
+    only on ``(key, i)``, never on ``chunk_size`` or ``devices``.
 
   Example:
     >>> import jax, jax.numpy as jnp, dropjax
@@ -55,10 +77,19 @@ def mc_sample(
     raise ValueError(f"`num_samples` must be positive; got {num_samples}.")
   if chunk_size is not None and chunk_size < 1:
     raise ValueError(f"`chunk_size` must be positive or None; got {chunk_size}.")
-  keys = sample_keys(key, num_samples)
-  if chunk_size is None or chunk_size >= num_samples:
-    return jax.vmap(forward, in_axes=(0, None))(keys, x)
-  return jax.lax.map(lambda k: forward(k, x), keys, batch_size=chunk_size)
+  if prefix is not None:
+    x = prefix(x)
+  if not devices:
+    return _local_samples(forward, sample_keys(key, num_samples), x, chunk_size)
+  n_dev = len(devices)
+  padded = -(-num_samples // n_dev) * n_dev
+  mesh = Mesh(np.asarray(devices), ("samples",))
+  sharded = jax.shard_map(
+      lambda keys, x: _local_samples(forward, keys, x, chunk_size),
+      mesh=mesh, in_specs=(P("samples"), P()), out_specs=P("samples"),
+  )
+  out = sharded(sample_keys(key, padded), x)
+  return jax.tree.map(lambda a: a[:num_samples], out)
 
 
 def mc_predict(
@@ -68,6 +99,7 @@ def mc_predict(
     num_samples: int,
     *,
     chunk_size: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> jax.Array:
   """The MC-dropout predictive distribution: the mean of ``softmax(forward)`` over S samples.
 
@@ -76,13 +108,14 @@ def mc_predict(
     key: a PRNG key.
     x: the inputs.
     num_samples: S.
-    chunk_size: samples vmapped at once; the result does not depend on it.
+    chunk_size: samples vmapped at once per device.
+    devices: shard the samples over these devices (see `mc_sample`).
 
   Returns:
     Mean class probabilities, shaped like the logits.
   """
   probs = mc_sample(lambda k, x: jax.nn.softmax(forward(k, x)), key, x, num_samples,
-                    chunk_size=chunk_size)
+                    chunk_size=chunk_size, devices=devices)
   return jnp.mean(probs, axis=0)
 
 

@@ -96,3 +96,144 @@ def reliability_diagram_data(
   """Per equal-width bin: ``count``, ``accuracy``, ``confidence`` (0 for empty bins)."""
   count, acc, conf = _bin_statistics(probs, labels, num_bins, False)
   return {"count": count, "accuracy": acc, "confidence": conf}
+
+
+def rms_calibration_error(
+    probs: ArrayLike, labels: ArrayLike, num_bins: int = 15, *, equal_mass: bool = False
+) -> jax.Array:
+  """Root-mean-square calibration error: ``sqrt(sum_m |B_m|/n (acc - conf)**2)``."""
+  count, acc, conf = _bin_statistics(probs, labels, num_bins, equal_mass)
+  return jnp.sqrt(jnp.sum(count * (acc - conf) ** 2) / jnp.sum(count))
+
+
+def classwise_expected_calibration_error(
+    probs: ArrayLike, labels: ArrayLike, num_bins: int = 15
+) -> jax.Array:
+  """Class-wise ECE: the equal-width-bin ECE of every class's probability, averaged.
+
+  For class c the "confidence" is ``p_c`` of every example and the "accuracy" the
+  frequency of label c in the bin.
+
+  References:
+    Kull et al. "Beyond temperature scaling." NeurIPS 2019; Nixon et al. "Measuring
+    calibration in deep learning." CVPR workshops 2019.
+  """
+  probs, labels = jnp.asarray(probs), jnp.asarray(labels)
+  num_classes = probs.shape[-1]
+  onehot = jax.nn.one_hot(labels, num_classes)
+
+  def one_class(p, hit):
+    bins = jnp.clip(jnp.ceil(p * num_bins).astype(jnp.int32) - 1, 0, num_bins - 1)
+    gap = jnp.zeros(num_bins).at[bins].add(hit) - jnp.zeros(num_bins).at[bins].add(p)
+    return jnp.sum(jnp.abs(gap)) / p.shape[0]  # sum_m |B_m|/n |freq - conf|
+
+  return jnp.mean(jax.vmap(one_class, in_axes=(1, 1))(probs, onehot))
+
+
+def _threshold_counts(scores, positives):
+  """For each example's score as threshold: positives and examples with score >= it."""
+  scores = jnp.asarray(scores, jnp.float32)
+  positives = jnp.asarray(positives).astype(jnp.float32)
+  order = jnp.argsort(scores)
+  sorted_scores = scores[order]
+  below_pos = jnp.concatenate([jnp.zeros(1), jnp.cumsum(positives[order])])
+  first = jnp.searchsorted(sorted_scores, scores, side="left")
+  n_at_or_above = scores.shape[0] - first
+  pos_at_or_above = jnp.sum(positives) - below_pos[first]
+  return scores, positives, n_at_or_above, pos_at_or_above
+
+
+def auroc(scores: ArrayLike, positives: ArrayLike) -> jax.Array:
+  """Area under the ROC curve of ``scores`` (higher = more likely positive), ties averaged.
+
+  Computed as the Mann-Whitney U statistic with average ranks; e.g. score = predictive
+  entropy, positive = out-of-distribution or misclassified.
+  """
+  scores = jnp.asarray(scores, jnp.float32)
+  positives = jnp.asarray(positives).astype(bool)
+  sorted_scores = jnp.sort(scores)
+  left = jnp.searchsorted(sorted_scores, scores, side="left")
+  right = jnp.searchsorted(sorted_scores, scores, side="right")
+  ranks = (left + right + 1) / 2.0  # 1-based average ranks
+  n_pos = jnp.sum(positives)
+  n_neg = scores.shape[0] - n_pos
+  u = jnp.sum(jnp.where(positives, ranks, 0.0)) - n_pos * (n_pos + 1) / 2.0
+  return u / (n_pos * n_neg)
+
+
+def average_precision(scores: ArrayLike, positives: ArrayLike) -> jax.Array:
+  """Area under the precision-recall curve as average precision (tied scores share a threshold)."""
+  _, pos, n_ge, pos_ge = _threshold_counts(scores, positives)
+  precision = pos_ge / n_ge
+  return jnp.sum(pos * precision) / jnp.sum(pos)
+
+
+def fpr_at_tpr(scores: ArrayLike, positives: ArrayLike, tpr: float = 0.95) -> jax.Array:
+  """False-positive rate at the highest threshold whose true-positive rate is >= ``tpr``."""
+  _, pos, n_ge, pos_ge = _threshold_counts(scores, positives)
+  n_pos = jnp.sum(pos)
+  n_neg = pos.shape[0] - n_pos
+  fpr = (n_ge - pos_ge) / n_neg
+  reaches = pos_ge / n_pos >= tpr
+  return jnp.min(jnp.where(reaches, fpr, 1.0))
+
+
+def accuracy_rejection_curve(
+    probs: ArrayLike, labels: ArrayLike, uncertainty: ArrayLike | None = None,
+    num_points: int = 21
+) -> tuple[jax.Array, jax.Array]:
+  """Accuracy on the retained examples after rejecting the most uncertain fraction.
+
+  Args:
+    probs: ``(N, C)``.
+    labels: ``(N,)``.
+    uncertainty: per-example score (higher = rejected first); default ``1 - max p``.
+    num_points: rejection fractions ``linspace(0, 1, num_points)`` (the last keeps 1 example).
+
+  Returns:
+    ``(rejected_fraction, accuracy)``, each of length ``num_points``.
+  """
+  probs, labels = jnp.asarray(probs), jnp.asarray(labels)
+  if uncertainty is None:
+    uncertainty = 1.0 - jnp.max(probs, -1)
+  n = labels.shape[0]
+  order = jnp.argsort(jnp.asarray(uncertainty), stable=True)
+  correct = (jnp.argmax(probs, -1) == labels)[order].astype(jnp.float32)
+  cumulative = jnp.cumsum(correct)
+  fractions = jnp.linspace(0.0, 1.0, num_points)
+  kept = jnp.clip(jnp.round((1.0 - fractions) * n).astype(jnp.int32), 1, n)
+  return fractions, cumulative[kept - 1] / kept
+
+
+def interval_coverage(
+    mean: ArrayLike, std: ArrayLike, targets: ArrayLike,
+    levels: ArrayLike = (0.5, 0.68, 0.8, 0.9, 0.95, 0.99),
+) -> jax.Array:
+  """Fraction of targets inside Gaussian central intervals ``mean +- z std`` at each level.
+
+  A calibrated regressor has coverage equal to the level.
+  """
+  mean, std, targets = (jnp.asarray(a, jnp.float32) for a in (mean, std, targets))
+  z = jax.scipy.special.ndtri(0.5 + jnp.asarray(levels, jnp.float32) / 2.0)
+  inside = jnp.abs(targets - mean)[None] <= z[:, None] * std[None]
+  return jnp.mean(inside, axis=1)
+
+
+def plot_reliability_diagram(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15, ax=None,
+                             label: str | None = None):
+  """Draws accuracy against confidence per bin (matplotlib); returns the axes."""
+  import matplotlib.pyplot as plt
+
+  data = reliability_diagram_data(probs, labels, num_bins)
+  if ax is None:
+    _, ax = plt.subplots(figsize=(4, 4))
+  centers = (jnp.arange(num_bins) + 0.5) / num_bins
+  filled = data["count"] > 0
+  ax.plot([0, 1], [0, 1], "k--", lw=1)
+  ax.bar(centers[filled], data["accuracy"][filled], width=1.0 / num_bins, alpha=0.6,
+         edgecolor="k", label=label)
+  ax.set_xlabel("confidence")
+  ax.set_ylabel("accuracy")
+  ece = expected_calibration_error(probs, labels, num_bins)
+  ax.set_title(f"ECE {float(ece):.4f}")
+  return ax

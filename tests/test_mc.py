@@ -59,3 +59,83 @@ def test_module_forward_keeps_the_original_model_untouched_and_eval_otherwise():
   plain.eval()
   np.testing.assert_allclose(mc_predict(module_forward(plain), jax.random.key(0), x, 4),
                              jax.nn.softmax(plain(x)), rtol=1e-6)
+
+
+def _flops(fn, *args):
+  return jax.jit(fn).lower(*args).compile().cost_analysis()["flops"]
+
+
+def test_layers_before_the_first_stochastic_one_are_computed_once():
+  x, key = jnp.ones((100, 784)), jax.random.key(0)
+  first_layer = 2 * 100 * 784 * 256
+  model = MLP(784, [256], 10, input_rate=0.0, hidden_rate=0.5, rngs=nnx.Rngs(0))
+  forward = module_forward(model)
+  one = _flops(lambda k, x: mc_sample(forward, k, x, 1), key, x)
+  many = _flops(lambda k, x: mc_sample(forward, k, x, 32), key, x)
+  # 32 samples cost one first layer plus 32 times the rest, not 32 full passes.
+  assert many <= 1.02 * (first_layer + 32 * (one - first_layer))
+  assert many < 0.5 * 32 * one  # paying the first layer 32 times would exceed this
+  # With input dropout the first layer depends on the mask and is paid 32 times.
+  noisy = module_forward(MLP(784, [256], 10, input_rate=0.2, rngs=nnx.Rngs(0)))
+  assert _flops(lambda k, x: mc_sample(noisy, k, x, 32), key, x) > 1.8 * many
+
+
+def test_explicit_prefix_is_applied_once_and_gives_the_same_samples():
+  w1 = jax.random.normal(jax.random.key(1), (16, 32))
+  w2 = jax.random.normal(jax.random.key(2), (32, 4))
+  x = jax.random.normal(jax.random.key(3), (5, 16))
+  full = lambda k, x: dropjax.dropout(k, jnp.tanh(x @ w1), 0.3) @ w2
+  suffix = lambda k, h: dropjax.dropout(k, h, 0.3) @ w2
+  calls = []
+
+  def prefix(x):
+    calls.append(None)
+    return jnp.tanh(x @ w1)
+
+  a = mc_sample(full, jax.random.key(0), x, 9, chunk_size=4)
+  b = mc_sample(suffix, jax.random.key(0), x, 9, chunk_size=4, prefix=prefix)
+  np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  assert len(calls) == 1
+
+
+def test_ten_thousand_samples_on_a_uci_sized_test_set_in_bounded_chunks():
+  model = MLP(8, [50], 1, input_rate=0.05, hidden_rate=0.05, rngs=nnx.Rngs(0))
+  forward = module_forward(model)
+  x = jax.random.normal(jax.random.key(0), (1000, 8))
+  samples = jax.jit(lambda k, x: mc_sample(forward, k, x, 10_000, chunk_size=500))(
+      jax.random.key(1), x)
+  assert samples.shape == (10_000, 1000, 1) and bool(jnp.all(jnp.isfinite(samples)))
+
+
+_SHARDED_SCRIPT = r"""
+import jax, jax.numpy as jnp, numpy as np
+from flax import nnx
+import dropjax
+from dropjax.mc import mc_sample, module_forward
+from dropjax.models import MLP
+assert len(jax.devices()) == 4
+key, x = jax.random.key(0), jnp.arange(1.0, 33.0).reshape(4, 8)
+mask_only = lambda k, x: dropjax.dropout(k, x, 0.5)
+reference = mc_sample(mask_only, key, x, 10)
+for chunk in (None, 2):
+  sharded = jax.jit(lambda k, x: mc_sample(mask_only, k, x, 10, chunk_size=chunk,
+                                           devices=jax.devices()))(key, x)
+  np.testing.assert_array_equal(sharded, reference)
+forward = module_forward(MLP(8, [16], 3, rngs=nnx.Rngs(0)))
+one_device = jax.jit(lambda k, x: mc_sample(forward, k, x, 12, chunk_size=3))(key, x)
+four = jax.jit(lambda k, x: mc_sample(forward, k, x, 12, devices=jax.devices()))(key, x)
+np.testing.assert_array_equal(four, one_device)  # same per-device shape: bitwise equal
+print("OK")
+"""
+
+
+def test_sharding_over_four_devices_keeps_every_sample():
+  import os
+  import subprocess
+  import sys
+
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]

@@ -88,3 +88,80 @@ def test_metrics_are_jittable():
   probs, labels = random_predictions(1)
   jitted = jax.jit(metrics.expected_calibration_error, static_argnums=2)(probs, labels, 15)
   np.testing.assert_allclose(jitted, metrics.expected_calibration_error(probs, labels, 15))
+
+
+def test_rms_and_classwise_ece_match_numpy():
+  probs, labels = random_predictions(5, n=1000, c=4)
+  conf, correct = probs.max(1), probs.argmax(1) == labels
+  edges = np.linspace(0, 1, 16)
+  rms = 0.0
+  for m in range(15):
+    sel = (conf > edges[m]) & (conf <= edges[m + 1])
+    if sel.any():
+      rms += sel.mean() * (correct[sel].mean() - conf[sel].mean()) ** 2
+  np.testing.assert_allclose(metrics.rms_calibration_error(probs, labels), np.sqrt(rms), atol=1e-6)
+  classwise = []
+  for c in range(4):
+    p, hit = probs[:, c], labels == c
+    total = 0.0
+    for m in range(15):
+      sel = (p > edges[m]) & (p <= edges[m + 1]) if m else (p >= 0) & (p <= edges[1])
+      if sel.any():
+        total += sel.mean() * abs(hit[sel].mean() - p[sel].mean())
+    classwise.append(total)
+  np.testing.assert_allclose(metrics.classwise_expected_calibration_error(probs, labels),
+                             np.mean(classwise), atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_detection_metrics_match_sklearn_with_ties(seed):
+  from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+  rng = np.random.default_rng(seed)
+  positives = rng.integers(0, 2, 700).astype(bool)
+  scores = np.round(rng.normal(size=700) + positives, 1)  # rounding makes ties
+  np.testing.assert_allclose(metrics.auroc(scores, positives), roc_auc_score(positives, scores),
+                             rtol=1e-6)
+  np.testing.assert_allclose(metrics.average_precision(scores, positives),
+                             average_precision_score(positives, scores), rtol=1e-5)
+  fpr, tpr, _ = roc_curve(positives, scores)
+  np.testing.assert_allclose(metrics.fpr_at_tpr(scores, positives, 0.95),
+                             fpr[np.argmax(tpr >= 0.95)], rtol=1e-6)
+
+
+def test_detection_hand_cases():
+  positives = np.array([0, 0, 1, 1], bool)
+  assert float(metrics.auroc(np.array([0.1, 0.2, 0.8, 0.9]), positives)) == 1.0
+  assert float(metrics.auroc(np.array([0.9, 0.8, 0.2, 0.1]), positives)) == 0.0
+  assert float(metrics.auroc(np.ones(4), positives)) == 0.5
+  assert float(metrics.average_precision(np.array([0.1, 0.2, 0.8, 0.9]), positives)) == 1.0
+  assert float(metrics.fpr_at_tpr(np.array([0.1, 0.2, 0.8, 0.9]), positives)) == 0.0
+
+
+def test_accuracy_rejection_curve():
+  probs = np.array([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45], [0.99, 0.01]], np.float32)
+  labels = np.array([0, 1, 1, 0])
+  fractions, acc = metrics.accuracy_rejection_curve(probs, labels, num_points=5)
+  np.testing.assert_allclose(fractions, [0, 0.25, 0.5, 0.75, 1.0])
+  # Most confident first: correct, correct, wrong, wrong.
+  np.testing.assert_allclose(acc, [0.5, 2 / 3, 1.0, 1.0, 1.0])
+
+
+def test_interval_coverage_of_a_calibrated_gaussian():
+  rng = np.random.default_rng(0)
+  n = 200_000
+  mean, std = rng.normal(size=n), rng.uniform(0.5, 2, n)
+  targets = mean + std * rng.normal(size=n)
+  levels = np.array([0.5, 0.9, 0.99])
+  coverage = np.asarray(metrics.interval_coverage(mean, std, targets, levels))
+  assert np.all(np.abs(coverage - levels) <= 5 * np.sqrt(levels * (1 - levels) / n))
+
+
+def test_reliability_diagram_draws(tmp_path):
+  import matplotlib
+
+  matplotlib.use("Agg")
+  probs, labels = random_predictions(0, n=300)
+  ax = metrics.plot_reliability_diagram(probs, labels)
+  ax.figure.savefig(tmp_path / "reliability.png")
+  assert (tmp_path / "reliability.png").stat().st_size > 0
