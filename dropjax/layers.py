@@ -29,6 +29,16 @@ _LECUN_NORMAL = nnx.initializers.lecun_normal()
 RngsLike = nnx.Rngs | nnx.RngStream | jax.Array | None
 
 
+class Rate(nnx.Variable):
+  """A dropout rate held as state: batched under `jax.vmap`, never trained by optimizers
+  that update ``nnx.Param`` only."""
+
+
+def value_of(rate: Any) -> Any:
+  """The rate itself, unwrapping a `Rate` variable."""
+  return rate[...] if isinstance(rate, nnx.Variable) else rate
+
+
 class StochasticLayer(nnx.Module):
   """Base class: the deterministic/MC switches and the RNG stream."""
 
@@ -51,6 +61,18 @@ class StochasticLayer(nnx.Module):
       self.rngs = nnx.data(None)
     else:
       raise TypeError(f"`rngs` must be nnx.Rngs, nnx.RngStream or None; got {type(rngs)}.")
+
+  @staticmethod
+  def _rate_attribute(rate: Any, name: str = "rate") -> Any:
+    """A Python rate stays a static attribute; an array (maybe traced) becomes `Rate` state.
+
+    So a layer built inside `jax.vmap` with a batched rate carries it in its state: one
+    compiled program trains models with different rates.
+    """
+    check_rate(rate, name)
+    if isinstance(rate, (int, float, np.floating, np.integer)):
+      return float(rate)
+    return Rate(jnp.asarray(rate, jnp.float32))
 
   def _sampling(self, deterministic: bool | None) -> bool:
     if deterministic is not None:
@@ -140,14 +162,13 @@ class Dropout(StochasticLayer):
       **kwargs: Any,
   ):
     super().__init__(**kwargs)
-    check_rate(rate)
-    self.rate = rate
+    self.rate = self._rate_attribute(rate)
     self.broadcast_dims = tuple(broadcast_dims)
     self.inverted = inverted
     self.bits = bits
 
   def __call__(self, x, *, deterministic=None, rngs=None, rate=None) -> jax.Array:
-    rate = self.rate if rate is None else rate
+    rate = value_of(self.rate) if rate is None else rate
     if not self._sampling(deterministic):
       return ops.dropout(
           None, x, rate, deterministic=True, inverted=self.inverted, bits=self.bits
@@ -163,13 +184,13 @@ class SpatialDropout(StochasticLayer):
 
   def __init__(self, rate: float, *, channel_axis: int = -1, bits: int | None = None, **kwargs):
     super().__init__(**kwargs)
-    check_rate(rate)
-    self.rate, self.channel_axis, self.bits = rate, channel_axis, bits
+    self.rate = self._rate_attribute(rate)
+    self.channel_axis, self.bits = channel_axis, bits
 
   def __call__(self, x, *, deterministic=None, rngs=None, rate=None) -> jax.Array:
     if not self._sampling(deterministic):
       return x
-    rate = self.rate if rate is None else rate
+    rate = value_of(self.rate) if rate is None else rate
     return ops.spatial_dropout(
         self._key(rngs), x, rate, channel_axis=self.channel_axis, bits=self.bits
     )
@@ -189,14 +210,14 @@ class DropBlock(StochasticLayer):
       **kwargs,
   ):
     super().__init__(**kwargs)
-    check_rate(rate)
-    self.rate, self.block_size, self.data_format = rate, block_size, data_format
+    self.rate = self._rate_attribute(rate)
+    self.block_size, self.data_format = block_size, data_format
     self.shared_across_channels, self.bits = shared_across_channels, bits
 
   def __call__(self, x, *, deterministic=None, rngs=None, rate=None) -> jax.Array:
     if not self._sampling(deterministic):
       return x
-    rate = self.rate if rate is None else rate
+    rate = value_of(self.rate) if rate is None else rate
     return ops.dropblock(
         self._key(rngs), x, rate, block_size=self.block_size, data_format=self.data_format,
         shared_across_channels=self.shared_across_channels, bits=self.bits,
@@ -208,13 +229,12 @@ class GaussianDropout(StochasticLayer):
 
   def __init__(self, rate: float, **kwargs):
     super().__init__(**kwargs)
-    check_rate(rate)
-    self.rate = rate
+    self.rate = self._rate_attribute(rate)
 
   def __call__(self, x, *, deterministic=None, rngs=None, rate=None) -> jax.Array:
     if not self._sampling(deterministic):
       return x
-    return ops.gaussian_dropout(self._key(rngs), x, self.rate if rate is None else rate)
+    return ops.gaussian_dropout(self._key(rngs), x, value_of(self.rate) if rate is None else rate)
 
 
 class AlphaDropout(StochasticLayer):
@@ -222,13 +242,12 @@ class AlphaDropout(StochasticLayer):
 
   def __init__(self, rate: float, *, bits: int | None = None, **kwargs):
     super().__init__(**kwargs)
-    check_rate(rate)
-    self.rate, self.bits = rate, bits
+    self.rate, self.bits = self._rate_attribute(rate), bits
 
   def __call__(self, x, *, deterministic=None, rngs=None, rate=None) -> jax.Array:
     if not self._sampling(deterministic):
       return x
-    rate = self.rate if rate is None else rate
+    rate = value_of(self.rate) if rate is None else rate
     return ops.alpha_dropout(self._key(rngs), x, rate, bits=self.bits)
 
 
@@ -237,13 +256,12 @@ class DropPath(StochasticLayer):
 
   def __init__(self, rate: float, *, bits: int | None = None, **kwargs):
     super().__init__(**kwargs)
-    check_rate(rate)
-    self.rate, self.bits = rate, bits
+    self.rate, self.bits = self._rate_attribute(rate), bits
 
   def __call__(self, x, *, deterministic=None, rngs=None, rate=None) -> jax.Array:
     if not self._sampling(deterministic):
       return x
-    rate = self.rate if rate is None else rate
+    rate = value_of(self.rate) if rate is None else rate
     return ops.drop_path(self._key(rngs), x, rate, bits=self.bits)
 
 
@@ -272,8 +290,8 @@ class DropConnectLinear(StochasticLayer):
       **kwargs,
   ):
     super().__init__(rngs=rngs, **kwargs)
-    check_rate(rate)
-    self.rate, self.per_example, self.bits = rate, per_example, bits
+    self.rate = self._rate_attribute(rate)
+    self.per_example, self.bits = per_example, bits
     self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features)))
     self.bias = nnx.Param(jnp.zeros((out_features,))) if use_bias else nnx.data(None)
 
@@ -282,7 +300,7 @@ class DropConnectLinear(StochasticLayer):
     sampling = self._sampling(deterministic)
     return ops.dropconnect_dense(
         self._key(rngs) if sampling else None, x, self.kernel[...],
-        self.rate if rate is None else rate, bias=bias, per_example=self.per_example,
+        value_of(self.rate) if rate is None else rate, bias=bias, per_example=self.per_example,
         deterministic=not sampling, bits=self.bits,
     )
 
@@ -381,9 +399,9 @@ class LSTM(StochasticLayer):
     super().__init__(rngs=rngs, **kwargs)
     if mode not in ("variational", "naive"):
       raise ValueError(f'`mode` must be "variational" or "naive"; got {mode!r}.')
-    check_rate(input_rate, "input_rate")
-    check_rate(state_rate, "state_rate")
-    self.input_rate, self.state_rate, self.mode = input_rate, state_rate, mode
+    self.input_rate = self._rate_attribute(input_rate, "input_rate")
+    self.state_rate = self._rate_attribute(state_rate, "state_rate")
+    self.mode = mode
     self.hidden_features = hidden_features
     init = _LECUN_NORMAL
     self.input_kernel = nnx.Param(init(rngs.params(), (in_features, 4 * hidden_features)))
@@ -404,8 +422,10 @@ class LSTM(StochasticLayer):
     if self._sampling(deterministic):
       key_x, key_h = jax.random.split(self._key(rngs))
       lead = () if self.mode == "variational" else (steps,)
-      mask_x = ops.dropout_mask(key_x, (*lead, batch, features), self.input_rate, dtype=xs.dtype)
-      mask_h = ops.dropout_mask(key_h, (*lead, batch, hidden), self.state_rate, dtype=xs.dtype)
+      mask_x = ops.dropout_mask(key_x, (*lead, batch, features), value_of(self.input_rate),
+                                dtype=xs.dtype)
+      mask_h = ops.dropout_mask(key_h, (*lead, batch, hidden), value_of(self.state_rate),
+                                dtype=xs.dtype)
     else:
       mask_x = jnp.ones((batch, features), xs.dtype)
       mask_h = jnp.ones((batch, hidden), xs.dtype)

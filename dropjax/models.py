@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dropjax import layers
+from dropjax._validation import concrete_value
 from dropjax.ops import drop_path_rates
 
 VARIANTS = (
@@ -22,6 +23,12 @@ VARIANTS = (
 )
 # Feature-map variants fall back to standard dropout in dense positions.
 _DENSE_EQUIVALENT = {"spatial": "dropout", "dropblock": "dropout"}
+
+
+def _is_zero(rate) -> bool:
+  """True only for a rate known to be 0; a traced rate always gets a layer."""
+  value = concrete_value(rate)
+  return value is not None and bool((value == 0).all())
 
 
 def _check_variant(variant: str) -> None:
@@ -38,7 +45,7 @@ def dense_dropout(variant: str, rate: float, *, rngs: nnx.Rngs) -> nnx.Module:
   """The dropout layer a variant places before a dense layer."""
   _check_variant(variant)
   variant = _DENSE_EQUIVALENT.get(variant, variant)
-  if variant in ("none", "dropconnect", "drop_path") or rate == 0:
+  if variant in ("none", "dropconnect", "drop_path") or _is_zero(rate):
     return layers.Identity()
   if variant == "dropout":
     return layers.Dropout(rate, rngs=rngs)
@@ -54,7 +61,7 @@ def feature_map_dropout(
 ) -> nnx.Module:
   """The dropout layer a variant places before a convolution (NHWC maps)."""
   _check_variant(variant)
-  if variant in ("none", "dropconnect", "drop_path") or rate == 0:
+  if variant in ("none", "dropconnect", "drop_path") or _is_zero(rate):
     return layers.Identity()
   if variant == "spatial":
     return layers.SpatialDropout(rate, rngs=rngs)
@@ -66,7 +73,7 @@ def feature_map_dropout(
 
 
 def _dense(variant, din, dout, rate, rngs):
-  if variant == "dropconnect" and rate > 0:
+  if variant == "dropconnect" and not _is_zero(rate):
     return layers.DropConnectLinear(din, dout, rate, rngs=rngs)
   return nnx.Linear(din, dout, rngs=rngs)
 
@@ -87,8 +94,21 @@ def concrete_regularization(
   return total
 
 
+BATCH_NORM_PLACEMENTS = (None, "after_dropout", "before_dropout")
+
+
 class MLP(nnx.Module):
-  """``[drop -> dense -> act] * depth -> drop -> dense`` with per-position rates.
+  """``[drop -> dense -> (BN) -> act] * depth -> drop -> dense`` with per-position rates.
+
+  ``batch_norm`` sets where BatchNorm sits relative to dropout (Li et al. 2019, "the
+  variance shift"):
+
+  * None: no BatchNorm.
+  * ``"after_dropout"``: BatchNorm after every hidden dense layer, with dropout at every
+    position. Dropout feeds BatchNorm, whose training statistics then differ from those at
+    inference.
+  * ``"before_dropout"``: BatchNorm after every hidden dense layer, and dropout only before
+    the output layer, after the last BatchNorm (their recommendation).
 
   Args:
     in_features: input size (inputs are flattened).
@@ -97,6 +117,7 @@ class MLP(nnx.Module):
     variant: one of `VARIANTS` (feature-map variants act as standard dropout here).
     input_rate: the rate before the first layer.
     hidden_rate: the rate before every later layer; or a sequence, one per hidden layer.
+    batch_norm: one of `BATCH_NORM_PLACEMENTS`.
     rngs: ``nnx.Rngs`` with ``params`` and ``dropout`` streams.
   """
 
@@ -109,22 +130,30 @@ class MLP(nnx.Module):
       variant: str = "dropout",
       input_rate: float = 0.2,
       hidden_rate: float | Sequence[float] = 0.5,
+      batch_norm: str | None = None,
       rngs: nnx.Rngs,
   ):
     _check_variant(variant)
-    rates = [hidden_rate] * len(hidden) if isinstance(hidden_rate, (int, float)) else hidden_rate
+    if batch_norm not in BATCH_NORM_PLACEMENTS:
+      raise ValueError(f"`batch_norm` must be one of {BATCH_NORM_PLACEMENTS}; got {batch_norm!r}.")
+    if isinstance(hidden_rate, Sequence):
+      rates = list(hidden_rate)
+    else:
+      rates = [hidden_rate] * len(hidden)
     if len(rates) != len(hidden):
       raise ValueError(f"`hidden_rate` needs one rate per hidden layer ({len(hidden)}).")
     sizes = [in_features, *hidden, num_outputs]
     all_rates = [input_rate, *rates]
+    if batch_norm == "before_dropout":
+      all_rates = [0.0] * len(hidden) + [all_rates[-1]]
     self.variant = variant
     self.activation = activation_for(variant)
-    self.drops = nnx.List(
-        [dense_dropout(variant, r, rngs=rngs) for r in all_rates]
-    )
+    self.drops = nnx.List([dense_dropout(variant, r, rngs=rngs) for r in all_rates])
     self.denses = nnx.List(
         [_dense(variant, sizes[i], sizes[i + 1], all_rates[i], rngs) for i in range(len(sizes) - 1)]
     )
+    norms = [nnx.BatchNorm(h, rngs=rngs) if batch_norm else layers.Identity() for h in hidden]
+    self.norms = nnx.List(norms)
     self.input_dims = tuple(sizes[:-1])
 
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -132,7 +161,7 @@ class MLP(nnx.Module):
     for i, (drop, dense) in enumerate(zip(self.drops, self.denses, strict=True)):
       h = dense(drop(h))
       if i < len(self.denses) - 1:
-        h = self.activation(h)
+        h = self.activation(self.norms[i](h))
     return h
 
   def regularization(self, weight_regularizer: float, dropout_regularizer: float) -> jax.Array:
@@ -146,7 +175,8 @@ class ResidualBlock(nnx.Module):
   def __init__(self, channels: int, *, path_rate: float, activation, rngs: nnx.Rngs):
     self.conv1 = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
     self.conv2 = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
-    self.drop_path = layers.DropPath(path_rate, rngs=rngs) if path_rate > 0 else layers.Identity()
+    self.drop_path = (layers.Identity() if _is_zero(path_rate)
+                      else layers.DropPath(path_rate, rngs=rngs))
     self.activation = activation
 
   def __call__(self, x):
@@ -236,3 +266,113 @@ class ConvNet(nnx.Module):
     ]
     triples = [(d, w, k) for (d, w), k in zip(pairs, self.pairs_input_dims, strict=True)]
     return concrete_regularization(triples, weight_regularizer, dropout_regularizer)
+
+
+class SequenceClassifier(nnx.Module):
+  """An LSTM over ``(batch, time, features)``, classifying from the last state.
+
+  ``mode="variational"`` shares each sequence's input and state masks over time (Gal &
+  Ghahramani 2016); ``mode="naive"`` draws fresh masks at every step. ``output_rate``
+  drops the last state before the classifier.
+  """
+
+  def __init__(
+      self,
+      in_features: int,
+      hidden: int,
+      num_classes: int,
+      *,
+      mode: str = "variational",
+      input_rate: float = 0.25,
+      state_rate: float = 0.25,
+      output_rate: float = 0.25,
+      rngs: nnx.Rngs,
+  ):
+    self.lstm = layers.LSTM(in_features, hidden, input_rate=input_rate, state_rate=state_rate,
+                            mode=mode, rngs=rngs)
+    self.drop = dense_dropout("dropout", output_rate, rngs=rngs)
+    self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
+
+  def __call__(self, xs: jax.Array) -> jax.Array:
+    if xs.ndim == 4:  # images (N, H, W, 1) read row by row
+      xs = xs.reshape(xs.shape[0], xs.shape[1], -1)
+    return self.head(self.drop(self.lstm(xs)[:, -1]))
+
+
+class MultiHeadAttention(nnx.Module):
+  """Self-attention with dropout on the attention probabilities."""
+
+  def __init__(self, features: int, num_heads: int, *, attention_rate: float, rngs: nnx.Rngs):
+    if features % num_heads:
+      raise ValueError(f"`features`={features} must be divisible by `num_heads`={num_heads}.")
+    self.num_heads = num_heads
+    self.qkv = nnx.Linear(features, 3 * features, rngs=rngs)
+    self.out = nnx.Linear(features, features, rngs=rngs)
+    self.drop = dense_dropout("dropout", attention_rate, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, length, features = x.shape
+    head = features // self.num_heads
+    q, k, v = jnp.split(self.qkv(x).reshape(batch, length, 3 * self.num_heads, head), 3, axis=2)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(head).astype(x.dtype)
+    probs = self.drop(jax.nn.softmax(logits, axis=-1))
+    return self.out(jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(batch, length, features))
+
+
+class TransformerBlock(nnx.Module):
+  """Pre-norm block: attention-probability, feed-forward and residual dropout."""
+
+  def __init__(self, features: int, num_heads: int, mlp_features: int, *, attention_rate: float,
+               ffn_rate: float, residual_rate: float, rngs: nnx.Rngs):
+    self.norm1 = nnx.LayerNorm(features, rngs=rngs)
+    self.attention = MultiHeadAttention(features, num_heads, attention_rate=attention_rate,
+                                        rngs=rngs)
+    self.norm2 = nnx.LayerNorm(features, rngs=rngs)
+    self.ffn1 = nnx.Linear(features, mlp_features, rngs=rngs)
+    self.ffn_drop = dense_dropout("dropout", ffn_rate, rngs=rngs)
+    self.ffn2 = nnx.Linear(mlp_features, features, rngs=rngs)
+    self.residual_drop1 = dense_dropout("dropout", residual_rate, rngs=rngs)
+    self.residual_drop2 = dense_dropout("dropout", residual_rate, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x + self.residual_drop1(self.attention(self.norm1(x)))
+    h = self.ffn2(self.ffn_drop(jax.nn.gelu(self.ffn1(self.norm2(x)))))
+    return x + self.residual_drop2(h)
+
+
+class TransformerClassifier(nnx.Module):
+  """Tokens (e.g. image rows) -> embedding (+ embedding dropout) -> blocks -> mean-pool -> head."""
+
+  def __init__(
+      self,
+      in_features: int,
+      num_classes: int,
+      *,
+      max_length: int,
+      features: int = 64,
+      num_heads: int = 4,
+      num_blocks: int = 2,
+      embedding_rate: float = 0.1,
+      attention_rate: float = 0.1,
+      ffn_rate: float = 0.1,
+      residual_rate: float = 0.1,
+      rngs: nnx.Rngs,
+  ):
+    self.embed = nnx.Linear(in_features, features, rngs=rngs)
+    self.position = nnx.Param(0.02 * jax.random.normal(rngs.params(), (max_length, features)))
+    self.embed_drop = dense_dropout("dropout", embedding_rate, rngs=rngs)
+    self.blocks = nnx.List([
+        TransformerBlock(features, num_heads, 2 * features, attention_rate=attention_rate,
+                         ffn_rate=ffn_rate, residual_rate=residual_rate, rngs=rngs)
+        for _ in range(num_blocks)
+    ])
+    self.norm = nnx.LayerNorm(features, rngs=rngs)
+    self.head = nnx.Linear(features, num_classes, rngs=rngs)
+
+  def __call__(self, xs: jax.Array) -> jax.Array:
+    if xs.ndim == 4:  # images (N, H, W, 1): one token per row
+      xs = xs.reshape(xs.shape[0], xs.shape[1], -1)
+    h = self.embed_drop(self.embed(xs) + self.position[: xs.shape[1]])
+    for block in self.blocks:
+      h = block(h)
+    return self.head(self.norm(h).mean(axis=1))

@@ -8,6 +8,7 @@ results on one machine.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ import numpy as np
 import optax
 from flax import nnx
 
+from dropjax.checkpoint import load_checkpoint, save_checkpoint
 from dropjax.data import Split
 from dropjax.layers import reseed
 
@@ -39,6 +41,14 @@ def classification_loss(
   return loss
 
 
+def _validation_nll(model: nnx.Module, split: Split) -> float:
+  model.eval()
+  logits = nnx.jit(lambda m, x: m(x))(model, jnp.asarray(split.images))
+  model.train()
+  return float(optax.softmax_cross_entropy_with_integer_labels(
+      logits, jnp.asarray(split.labels)).mean())
+
+
 def fit_classifier(
     model: nnx.Module,
     train: Split,
@@ -50,24 +60,39 @@ def fit_classifier(
     weight_decay: float = 0.0,
     weight_regularizer: float = 0.0,
     dropout_regularizer: float = 0.0,
+    validation: Split | None = None,
+    patience: int | None = None,
+    checkpoint_path: str | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
   """Trains ``model`` in place with Adam(W) on shuffled mini-batches (remainder dropped).
+
+  Batch order of epoch e comes from ``fold_in(data_key, e)`` and the masks of step t from
+  ``fold_in(dropout_key, t)``, so training is a pure function of ``key`` and a run resumed
+  from a checkpoint ends with exactly the numbers of an uninterrupted one.
 
   Args:
     model: an NNX classifier ``images -> logits`` (put in train mode here).
     train: the training split.
     key: the run's key; split into ``data`` and ``dropout`` streams.
-    epochs: passes over the data.
+    epochs: passes over the data (the maximum, with early stopping).
     batch_size: examples per step.
     learning_rate: Adam's step size.
     weight_decay: decoupled weight decay (AdamW); 0 for plain Adam.
     weight_regularizer, dropout_regularizer: Concrete-dropout penalty weights.
+    validation: a held-out split; its deterministic NLL is recorded after every epoch.
+    patience: with ``validation``, stop after this many epochs without a better NLL and
+      restore the best epoch's weights (early stopping).
+    checkpoint_path: an ``.npz`` written atomically after every epoch; if it exists when
+      training starts, training resumes from it.
     progress: called after every epoch with the epoch's statistics.
 
   Returns:
-    ``{"loss": [per-epoch mean loss], "epoch_seconds": [...], "steps": total steps}``.
+    ``{"loss": [...], "val_nll": [...], "epoch_seconds": [...], "steps": int,
+    "best_epoch": int | None, "stopped_early": bool}``.
   """
+  if patience is not None and validation is None:
+    raise ValueError("`patience` (early stopping) needs a `validation` split.")
   n = train.images.shape[0]
   steps_per_epoch = n // batch_size
   if steps_per_epoch < 1:
@@ -86,11 +111,24 @@ def fit_classifier(
     optimizer.update(model, grads)
     return loss
 
+  history: dict[str, Any] = {"loss": [], "val_nll": [], "epoch_seconds": [], "best_epoch": None,
+                             "stopped_early": False}
+  best_state = nnx.state(model)
+  start_epoch, bad_epochs = 0, 0
+  if checkpoint_path is not None and os.path.exists(checkpoint_path):
+    trees, meta = load_checkpoint(checkpoint_path, {
+        "model": nnx.state(model), "optimizer": nnx.state(optimizer), "best": best_state})
+    nnx.update(model, trees["model"])
+    nnx.update(optimizer, trees["optimizer"])
+    best_state = trees["best"]
+    history, start_epoch, bad_epochs = meta["history"], meta["epoch"], meta["bad_epochs"]
+
   step_fn = nnx.cached_partial(train_step, model, optimizer)
   images, labels = jnp.asarray(train.images), jnp.asarray(train.labels)
-  history: dict[str, Any] = {"loss": [], "epoch_seconds": []}
   start = time.perf_counter()
-  for epoch in range(epochs):
+  for epoch in range(start_epoch, epochs):
+    if history["stopped_early"]:
+      break
     tic = time.perf_counter()
     order = jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
     losses = []
@@ -98,14 +136,31 @@ def fit_classifier(
       idx = order[b * batch_size : (b + 1) * batch_size]
       step = epoch * steps_per_epoch + b
       losses.append(step_fn(images[idx], labels[idx], jax.random.fold_in(dropout_key, step)))
-    mean_loss = float(jnp.mean(jnp.stack(losses)))
-    history["loss"].append(mean_loss)
+    history["loss"].append(float(jnp.mean(jnp.stack(losses))))
+    if validation is not None:
+      val_nll = _validation_nll(model, validation)
+      history["val_nll"].append(val_nll)
+      if history["best_epoch"] is None or val_nll < min(history["val_nll"][:-1], default=np.inf):
+        history["best_epoch"], bad_epochs = epoch, 0
+        best_state = jax.tree.map(jnp.copy, nnx.state(model))
+      else:
+        bad_epochs += 1
+        history["stopped_early"] = patience is not None and bad_epochs >= patience
     history["epoch_seconds"].append(time.perf_counter() - tic)
+    if checkpoint_path is not None:
+      save_checkpoint(
+          checkpoint_path,
+          {"model": nnx.state(model), "optimizer": nnx.state(optimizer), "best": best_state},
+          {"history": history, "epoch": epoch + 1, "bad_epochs": bad_epochs},
+      )
     if progress is not None:
+      done = epoch + 1 - start_epoch
       elapsed = time.perf_counter() - start
-      progress({"epoch": epoch + 1, "epochs": epochs, "loss": mean_loss,
-                "eta_seconds": elapsed / (epoch + 1) * (epochs - epoch - 1)})
-  history["steps"] = epochs * steps_per_epoch
+      progress({"epoch": epoch + 1, "epochs": epochs, "loss": history["loss"][-1],
+                "eta_seconds": elapsed / done * (epochs - epoch - 1)})
+  if patience is not None:
+    nnx.update(model, best_state)
+  history["steps"] = len(history["loss"]) * steps_per_epoch
   return history
 
 
@@ -116,17 +171,18 @@ def predict_probabilities(model: nnx.Module, images: np.ndarray | jax.Array) -> 
 
 
 def fit_ensemble(
-    make_model: Callable[[nnx.Rngs], nnx.Module],
+    make_model: Callable[..., nnx.Module],
     train: Split,
     *,
     keys: jax.Array,
+    hparams: dict[str, Any] | None = None,
     epochs: int,
     batch_size: int,
     learning_rate: float,
     weight_regularizer: float = 0.0,
     dropout_regularizer: float = 0.0,
 ) -> tuple[nnx.GraphDef, Any, dict[str, Any]]:
-  """Trains ``len(keys)`` models in one vmapped, jitted program (seeds, deep ensembles).
+  """Trains ``len(keys)`` models in one vmapped, jitted program: seeds, hyper-parameters, ensembles.
 
   Member ``k`` is a pure function of ``keys[k]``: its initialisation, its batch order and
   its dropout masks come from named streams of that key. The members' models are the
@@ -134,9 +190,12 @@ def fit_ensemble(
   derivation is the same (up to float reassociation in batched matmuls).
 
   Args:
-    make_model: ``rngs -> model``; called once per member inside `jax.vmap`.
+    make_model: ``(rngs, **hparams) -> model``; called once per member inside `jax.vmap`,
+      with member k's slice of every hyper-parameter (a traced scalar: dropjax layers
+      keep array rates in their state, so one program serves every rate).
     train: the training split (all members see the whole set, each in its own order).
     keys: ``(K,)`` member keys.
+    hparams: optional ``{name: (K,) array}`` passed to ``make_model`` per member.
     epochs, batch_size, learning_rate: as `fit_classifier` (Adam).
     weight_regularizer, dropout_regularizer: Concrete-dropout penalty weights.
 
@@ -151,15 +210,31 @@ def fit_ensemble(
     raise ValueError(f"`batch_size`={batch_size} exceeds the {n} training examples.")
   tx = optax.adam(learning_rate)
 
-  def init(key):
+  hparams = {k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()}
+  for name, values in hparams.items():
+    if values.shape != (keys.shape[0],):
+      raise ValueError(f"hparams[{name!r}] must have shape ({keys.shape[0]},); got {values.shape}.")
+
+  def init(key, hp):
     # Member key -> (init key, train key); the train key splits into (data, dropout)
     # exactly as in fit_classifier.
     init_key = jax.random.split(key)[0]
-    _, params, rest = nnx.split(make_model(nnx.Rngs(params=init_key, dropout=0)), nnx.Param, ...)
+    model = make_model(nnx.Rngs(params=init_key, dropout=0), **hp)
+    _, params, rest = nnx.split(model, nnx.Param, ...)
     return params, rest, tx.init(params)
 
-  graphdef = nnx.split(make_model(nnx.Rngs(params=0, dropout=0)), nnx.Param, ...)[0]
-  params, rest, opt_state = jax.vmap(init)(keys)
+  # The graph is taken under tracing, as inside vmap: a traced rate of 0 must still build
+  # a dropout layer (a concrete 0 builds none).
+  template = {}
+
+  def build(hp):
+    template["graphdef"], params, rest = nnx.split(
+        make_model(nnx.Rngs(params=0, dropout=0), **hp), nnx.Param, ...)
+    return params, rest
+
+  jax.eval_shape(build, {k: v[0] for k, v in hparams.items()})
+  graphdef = template["graphdef"]
+  params, rest, opt_state = jax.vmap(init)(keys, hparams)
   member_streams = jax.vmap(lambda k: jax.random.split(jax.random.split(k)[1]))(keys)
   data_keys, dropout_keys = member_streams[:, 0], member_streams[:, 1]
 

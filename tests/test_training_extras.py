@@ -1,0 +1,134 @@
+"""Checkpoint/resume, early stopping, vmapped hyper-parameters, sequence and attention models."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from dropjax import checkpoint, layers
+from dropjax.data import load_digits
+from dropjax.models import MLP, SequenceClassifier, TransformerClassifier
+from dropjax.train import ensemble_member, fit_classifier, fit_ensemble, predict_probabilities
+
+DATA = load_digits()
+
+
+def _params(model):
+  return jax.tree.leaves(nnx.state(model, nnx.Param))
+
+
+def _mlp(rngs=None):
+  return MLP(64, [32], 10, input_rate=0.1, hidden_rate=0.3,
+             rngs=rngs or nnx.Rngs(params=0, dropout=1))
+
+
+class Killed(Exception):
+  pass
+
+
+def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path):
+  kwargs = dict(key=jax.random.key(3), epochs=4, batch_size=64, learning_rate=1e-3,
+                validation=DATA.validation)
+  straight = _mlp()
+  history = fit_classifier(straight, DATA.train, **kwargs)
+
+  path = str(tmp_path / "ckpt.npz")
+
+  def kill_after_two(stats):
+    if stats["epoch"] == 2:
+      raise Killed
+
+  interrupted = _mlp()
+  with pytest.raises(Killed):
+    fit_classifier(interrupted, DATA.train, checkpoint_path=path, progress=kill_after_two,
+                   **kwargs)
+  resumed = _mlp(nnx.Rngs(params=0, dropout=1))  # a fresh process rebuilds the model
+  resumed_history = fit_classifier(resumed, DATA.train, checkpoint_path=path, **kwargs)
+  for a, b in zip(_params(straight), _params(resumed), strict=True):
+    np.testing.assert_array_equal(a, b)
+  assert resumed_history["loss"] == history["loss"]
+  assert resumed_history["val_nll"] == history["val_nll"]
+
+
+def test_early_stopping_restores_the_best_epoch():
+  model = MLP(64, [128], 10, input_rate=0.0, hidden_rate=0.0, rngs=nnx.Rngs(0))
+  small = type(DATA.train)(DATA.train.images[:60], DATA.train.labels[:60])  # overfits fast
+  history = fit_classifier(model, small, key=jax.random.key(0), epochs=200, batch_size=20,
+                           learning_rate=1e-2, validation=DATA.validation, patience=5)
+  assert history["stopped_early"] and len(history["loss"]) < 200
+  best = history["best_epoch"]
+  assert len(history["val_nll"]) == best + 6
+  assert history["val_nll"][best] == min(history["val_nll"])
+  model.eval()
+  logits = model(jnp.asarray(DATA.validation.images))
+  import optax
+
+  nll = optax.softmax_cross_entropy_with_integer_labels(logits, DATA.validation.labels).mean()
+  np.testing.assert_allclose(float(nll), history["val_nll"][best], rtol=1e-5)
+  with pytest.raises(ValueError, match="`patience`"):
+    fit_classifier(model, small, key=jax.random.key(0), epochs=1, batch_size=20,
+                   learning_rate=1e-2, patience=3)
+
+
+def test_one_program_trains_models_with_different_rates():
+  rates = jnp.array([0.0, 0.3, 0.6])
+  make = lambda rngs, rate: MLP(64, [32], 10, input_rate=rate, hidden_rate=rate, rngs=rngs)
+  keys = jax.random.split(jax.random.key(1), 3)
+  graphdef, states, _ = fit_ensemble(make, DATA.train, keys=keys, hparams={"rate": rates},
+                                     epochs=2, batch_size=64, learning_rate=1e-3)
+  for k, rate in enumerate([0.0, 0.3, 0.6]):
+    member = ensemble_member(graphdef, states, k)
+    assert float(layers.value_of(member.drops[1].rate)) == pytest.approx(rate)
+    init_key, train_key = jax.random.split(keys[k])
+    alone = make(nnx.Rngs(params=init_key, dropout=0), jnp.float32(rate))
+    fit_classifier(alone, DATA.train, key=train_key, epochs=2, batch_size=64, learning_rate=1e-3)
+    np.testing.assert_allclose(predict_probabilities(member, DATA.test.images),
+                               predict_probabilities(alone, DATA.test.images), atol=1e-4)
+  with pytest.raises(ValueError, match=r"hparams\['rate'\] must have shape \(3,\)"):
+    fit_ensemble(make, DATA.train, keys=keys, hparams={"rate": rates[:2]}, epochs=1,
+                 batch_size=64, learning_rate=1e-3)
+
+
+@pytest.mark.parametrize("make", [
+    lambda r: SequenceClassifier(8, 16, 10, mode="variational", rngs=r),
+    lambda r: SequenceClassifier(8, 16, 10, mode="naive", rngs=r),
+    lambda r: TransformerClassifier(8, 10, max_length=8, features=16, num_heads=2, rngs=r),
+    lambda r: MLP(64, [32, 32], 10, batch_norm="after_dropout", rngs=r),
+    lambda r: MLP(64, [32, 32], 10, batch_norm="before_dropout", rngs=r),
+], ids=["lstm-variational", "lstm-naive", "transformer", "bn-after-dropout",
+        "bn-before-dropout"])
+def test_one_training_step_of_the_sequence_attention_and_batchnorm_models(make):
+  model = make(nnx.Rngs(params=0, dropout=1))
+  stochastic = [m for _, m in nnx.iter_modules(model) if isinstance(m, layers.StochasticLayer)]
+  assert stochastic
+  before = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
+  batch = type(DATA.train)(DATA.train.images[:32], DATA.train.labels[:32])
+  history = fit_classifier(model, batch, key=jax.random.key(0), epochs=1, batch_size=32,
+                           learning_rate=1e-2)
+  assert np.isfinite(history["loss"][0])
+  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), before, nnx.state(model, nnx.Param))
+  assert all(jax.tree.leaves(changed))
+
+
+def test_batchnorm_placements():
+  after = MLP(64, [32, 32], 10, batch_norm="after_dropout", rngs=nnx.Rngs(0))
+  before = MLP(64, [32, 32], 10, batch_norm="before_dropout", rngs=nnx.Rngs(0))
+  assert [type(d).__name__ for d in after.drops] == ["Dropout"] * 3
+  # Dropout only after the last BatchNorm, before the output layer.
+  assert [type(d).__name__ for d in before.drops] == ["Identity", "Identity", "Dropout"]
+  with pytest.raises(ValueError, match="`batch_norm` must be one of"):
+    MLP(64, [32], 10, batch_norm="middle", rngs=nnx.Rngs(0))
+
+
+def test_checkpoint_roundtrip_with_typed_keys_and_shape_check(tmp_path):
+  tree = {"w": jnp.arange(6.0).reshape(2, 3), "key": jax.random.key(7, impl="rbg")}
+  path = str(tmp_path / "c.npz")
+  checkpoint.save_checkpoint(path, {"t": tree}, {"epoch": 3})
+  trees, meta = checkpoint.load_checkpoint(path, {"t": tree})
+  assert meta == {"epoch": 3}
+  np.testing.assert_array_equal(trees["t"]["w"], tree["w"])
+  np.testing.assert_array_equal(jax.random.key_data(trees["t"]["key"]),
+                                jax.random.key_data(tree["key"]))
+  with pytest.raises(ValueError, match="belongs to another model"):
+    checkpoint.load_checkpoint(path, {"t": {"w": jnp.zeros((3, 3)), "key": tree["key"]}})
