@@ -202,6 +202,9 @@ class ConvNet(nnx.Module):
     channels: channels per stage.
     dense_features: the hidden dense width.
     block_size: DropBlock's block size (clipped to each stage's map size).
+    batch_norm: None, ``"after_dropout"`` (BatchNorm after every stage convolution, fed by
+      the feature-map dropout) or ``"before_dropout"`` (the same BatchNorms, dropout only
+      in the dense head after the last of them); see `MLP`.
     rngs: ``nnx.Rngs`` with ``params`` and ``dropout`` streams.
   """
 
@@ -217,16 +220,21 @@ class ConvNet(nnx.Module):
       channels: Sequence[int] = (32, 64),
       dense_features: int = 128,
       block_size: int = 3,
+      batch_norm: str | None = None,
       rngs: nnx.Rngs,
   ):
     _check_variant(variant)
+    if batch_norm not in BATCH_NORM_PLACEMENTS:
+      raise ValueError(f"`batch_norm` must be one of {BATCH_NORM_PLACEMENTS}; got {batch_norm!r}.")
+    if batch_norm == "before_dropout":
+      conv_rate = 0.0
     self.variant = variant
     self.activation = activation_for(variant)
     path_rates = (
         drop_path_rates(len(channels), conv_rate) if variant == "drop_path"
         else (0.0,) * len(channels)
     )
-    drops, convs, blocks, input_dims = [], [], [], []
+    drops, convs, norms, blocks, input_dims = [], [], [], [], []
     size, cin = spatial_size, in_channels
     for stage, cout in enumerate(channels):
       # No feature-map dropout on the raw image: it would drop the only input channel.
@@ -235,11 +243,12 @@ class ConvNet(nnx.Module):
           feature_map_dropout(variant, rate, block_size=min(block_size, size), rngs=rngs)
       )
       convs.append(nnx.Conv(cin, cout, (3, 3), rngs=rngs))
+      norms.append(nnx.BatchNorm(cout, rngs=rngs) if batch_norm else layers.Identity())
       blocks.append(ResidualBlock(cout, path_rate=path_rates[stage], activation=self.activation,
                                   rngs=rngs))
       input_dims.append(cin)
       size, cin = size // 2, cout
-    self.drops, self.convs = nnx.List(drops), nnx.List(convs)
+    self.drops, self.convs, self.norms = nnx.List(drops), nnx.List(convs), nnx.List(norms)
     self.blocks = nnx.List(blocks)
     flat = size * size * cin
     self.dense_drops = nnx.List(
@@ -251,8 +260,9 @@ class ConvNet(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     h = x
-    for drop, conv, block in zip(self.drops, self.convs, self.blocks, strict=True):
-      h = block(self.activation(conv(drop(h))))
+    for drop, conv, norm, block in zip(self.drops, self.convs, self.norms, self.blocks,
+                                       strict=True):
+      h = block(self.activation(norm(conv(drop(h)))))
       h = nnx.avg_pool(h, (2, 2), strides=(2, 2))
     h = h.reshape(h.shape[0], -1)
     h = self.activation(self.dense1(self.dense_drops[0](h)))

@@ -26,16 +26,28 @@ from dropjax.layers import reseed
 ProgressFn = Callable[[dict[str, Any]], None]
 
 
+def kernel_l2(model: nnx.Module) -> jax.Array:
+  """Sum of squared weights over every parameter named ``kernel`` (biases and norms excluded)."""
+  total = jnp.zeros(())
+  for path, param in nnx.iter_graph(model):
+    if isinstance(param, nnx.Param) and path and path[-1] == "kernel":
+      total = total + jnp.sum(jnp.square(param[...]))
+  return total
+
+
 def classification_loss(
     model: nnx.Module,
     images: jax.Array,
     labels: jax.Array,
     weight_regularizer: float,
     dropout_regularizer: float,
+    l2: float = 0.0,
 ) -> jax.Array:
-  """Mean softmax cross-entropy plus the model's Concrete-dropout penalty, if it has one."""
+  """Mean cross-entropy + ``l2 * sum(kernel**2)`` + the model's Concrete penalty, if any."""
   logits = model(images)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  if l2:
+    loss = loss + l2 * kernel_l2(model)
   if hasattr(model, "regularization"):
     loss = loss + model.regularization(weight_regularizer, dropout_regularizer)
   return loss
@@ -58,6 +70,7 @@ def fit_classifier(
     batch_size: int,
     learning_rate: float,
     weight_decay: float = 0.0,
+    l2: float = 0.0,
     weight_regularizer: float = 0.0,
     dropout_regularizer: float = 0.0,
     validation: Split | None = None,
@@ -79,6 +92,7 @@ def fit_classifier(
     batch_size: examples per step.
     learning_rate: Adam's step size.
     weight_decay: decoupled weight decay (AdamW); 0 for plain Adam.
+    l2: coefficient of the L2 penalty ``sum(kernel**2)`` added to the loss.
     weight_regularizer, dropout_regularizer: Concrete-dropout penalty weights.
     validation: a held-out split; its deterministic NLL is recorded after every epoch.
     patience: with ``validation``, stop after this many epochs without a better NLL and
@@ -107,7 +121,7 @@ def fit_classifier(
   def train_step(model, optimizer, images, labels, step_key):
     reseed(model, step_key)
     loss, grads = nnx.value_and_grad(classification_loss)(
-        model, images, labels, weight_regularizer, dropout_regularizer)
+        model, images, labels, weight_regularizer, dropout_regularizer, l2)
     optimizer.update(model, grads)
     return loss
 

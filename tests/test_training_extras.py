@@ -132,3 +132,29 @@ def test_checkpoint_roundtrip_with_typed_keys_and_shape_check(tmp_path):
                                 jax.random.key_data(tree["key"]))
   with pytest.raises(ValueError, match="belongs to another model"):
     checkpoint.load_checkpoint(path, {"t": {"w": jnp.zeros((3, 3)), "key": tree["key"]}})
+
+
+def test_l2_penalty_counts_kernels_only():
+  from dropjax.train import classification_loss, kernel_l2
+
+  model = MLP(64, [32], 10, input_rate=0.0, hidden_rate=0.0, rngs=nnx.Rngs(0))
+  expected = sum(float(jnp.sum(d.kernel[...] ** 2)) for d in model.denses)
+  np.testing.assert_allclose(kernel_l2(model), expected, rtol=1e-6)
+  x, y = jnp.asarray(DATA.test.images[:8]), jnp.asarray(DATA.test.labels[:8])
+  diff = classification_loss(model, x, y, 0.0, 0.0, l2=0.5) - classification_loss(
+      model, x, y, 0.0, 0.0)
+  np.testing.assert_allclose(diff, 0.5 * expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("placement", ["after_dropout", "before_dropout"])
+def test_convnet_batchnorm_placements_train(placement):
+  from dropjax.models import ConvNet
+
+  model = ConvNet(1, 10, spatial_size=8, variant="spatial", channels=(8, 8), dense_features=16,
+                  batch_norm=placement, rngs=nnx.Rngs(params=0, dropout=1))
+  feature_drops = [type(d).__name__ for d in model.drops]
+  assert feature_drops[1] == ("SpatialDropout" if placement == "after_dropout" else "Identity")
+  batch = type(DATA.train)(DATA.train.images[:32], DATA.train.labels[:32])
+  history = fit_classifier(model, batch, key=jax.random.key(0), epochs=1, batch_size=32,
+                           learning_rate=1e-2)
+  assert np.isfinite(history["loss"][0])
