@@ -7,9 +7,12 @@ line as ``--config.FIELD=VALUE``.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import variant_comparison
+from experiments import uci, variant_comparison
 
-STUDIES = {"variant_comparison": variant_comparison.train_and_evaluate}
+STUDIES = {
+    "uci": uci.train_and_evaluate,
+    "variant_comparison": variant_comparison.train_and_evaluate,
+}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A study config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the study writes config, results, plots.")

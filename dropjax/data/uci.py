@@ -186,3 +186,46 @@ def uci_split(dataset: UCIDataset, split: int, *, validation: bool = False) -> R
     train, test = train[:cut], train[cut:]
   x, y = dataset.inputs, dataset.targets
   return _standardise(x[train], y[train], x[test], y[test])
+
+
+_SUFFIX = "_100_xepochs_1_hidden_layers.txt"
+
+
+@dataclass(frozen=True)
+class ReferenceResults:
+  """The reference implementation's published per-split results (2018 grid-search update)."""
+
+  mc_rmse: np.ndarray  # per split
+  log_likelihood: np.ndarray  # per split
+  tau: np.ndarray  # chosen per split
+  rate: np.ndarray  # chosen per split (arg-max of the validation log-likelihood)
+  summary: dict[str, tuple[float, float]]  # name -> (mean, std error) from the log
+
+
+def load_reference_results(name: str, data_dir: str | None = None) -> ReferenceResults | None:
+  """Reads ``<data_dir>/uci/<name>/results/``; None when the folder is absent."""
+  name = canonical_name(name)
+  folder = os.path.join(resolve_data_dir(data_dir, f"UCI {name}"), "uci", name, "results")
+  if not os.path.isdir(folder):
+    return None
+  path = lambda kind: os.path.join(folder, kind + _SUFFIX)
+  rates = []
+  with open(path("validation_ll")) as f:
+    rows = [line.split() for line in f if line.strip()]
+  # Lines "Dropout_Rate: p Tau: t :: ll", one block of len(grid) lines per split.
+  grid = len({(r[1], r[3]) for r in rows})
+  for start in range(0, len(rows), grid):
+    block = rows[start : start + grid]
+    best = int(np.argmax([float(r[-1]) for r in block]))
+    rates.append(float(block[best][1]))
+  summary = {}
+  with open(path("log")) as f:
+    for line in f:
+      label, _, rest = line.partition(" +- ")
+      if rest:
+        *head, mean = label.split()
+        summary[" ".join(head)] = (float(mean), float(rest.split("+-")[1].split()[0]))
+  return ReferenceResults(
+      mc_rmse=_read(path("test_MC_rmse")), log_likelihood=_read(path("test_ll")),
+      tau=_read(path("test_tau")), rate=np.asarray(rates), summary=summary,
+  )

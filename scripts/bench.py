@@ -1,0 +1,199 @@
+"""Benchmarks against Flax's own dropout: train-step overhead, MC sampling, the UCI grid.
+
+    python scripts/bench.py [--out results] [--quick]
+
+Everything is measured in one process and reported as ratios (the machines are shared and
+noisy): the median of repeated timed calls after a warm-up call. Writes
+``bench_suite[_<platform>].{json,md}`` atomically. The op-throughput table is
+`scripts/bench_ops.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from dropjax import io, regression
+from dropjax.layers import reseed
+from dropjax.mc import mc_sample, module_forward
+from dropjax.models import MLP, TransformerBlock
+
+
+def median_seconds(fn, repeats):
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    tic = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - tic)
+  return float(np.median(times))
+
+
+class FlaxMLP(nnx.Module):
+  """The same MLP with `flax.nnx.Dropout`."""
+
+  def __init__(self, sizes, input_rate, hidden_rate, rngs):
+    self.denses = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(sizes)])
+    rates = [input_rate] + [hidden_rate] * (len(sizes) - 2)
+    self.drops = nnx.List([nnx.Dropout(r, rngs=rngs) for r in rates])
+
+  def __call__(self, x, rngs=None):
+    n = len(self.drops)
+    keys = [None] * n if rngs is None else list(jax.random.split(rngs, n))
+    for i, (drop, dense) in enumerate(zip(self.drops, self.denses, strict=True)):
+      x = dense(drop(x, rngs=keys[i]))
+      if i < len(self.denses) - 1:
+        x = jax.nn.relu(x)
+    return x
+
+
+def _train_step_time(model, x, y, repeats, reseed_layers):
+  optimizer = nnx.Optimizer(model, optax.adam(1e-3), wrt=nnx.Param)
+
+  @nnx.jit
+  def step(model, optimizer, x, y, key):
+    if reseed_layers:
+      reseed(model, key)
+
+    def loss_fn(model):
+      return optax.softmax_cross_entropy_with_integer_labels(model(x), y).mean()
+
+    loss, grads = nnx.value_and_grad(loss_fn)(model)
+    optimizer.update(model, grads)
+    return loss
+
+  fn = nnx.cached_partial(step, model, optimizer)
+  counter = iter(range(10**9))
+  return median_seconds(lambda: fn(x, y, jax.random.fold_in(jax.random.key(0), next(counter))),
+                        repeats)
+
+
+def bench_train_steps(repeats):
+  rows = []
+  x = jax.random.normal(jax.random.key(0), (128, 784))
+  y = jax.random.randint(jax.random.key(1), (128,), 0, 10)
+  sizes = [784, 1024, 1024, 10]
+  none = _train_step_time(MLP(784, [1024, 1024], 10, input_rate=0.0, hidden_rate=0.0,
+                              rngs=nnx.Rngs(0)), x, y, repeats, False)
+  ours = _train_step_time(MLP(784, [1024, 1024], 10, input_rate=0.2, hidden_rate=0.5,
+                              rngs=nnx.Rngs(0)), x, y, repeats, True)
+  flax = _train_step_time(FlaxMLP(sizes, 0.2, 0.5, nnx.Rngs(0)), x, y, repeats, False)
+  for name, t in (("no dropout", none), ("dropjax", ours), ("flax.nnx.Dropout", flax)):
+    rows.append({"benchmark": "train step, MLP 784-1024-1024-10, batch 128", "variant": name,
+                 "ms": 1e3 * t, "ratio": t / none})
+
+  tokens = jax.random.normal(jax.random.key(2), (32, 64, 128))
+
+  class Head(nnx.Module):
+    def __init__(self, rate, rngs):
+      self.block = TransformerBlock(128, 4, 256, attention_rate=rate, ffn_rate=rate,
+                                    residual_rate=rate, rngs=rngs)
+      self.out = nnx.Linear(128, 10, rngs=rngs)
+
+    def __call__(self, x):
+      return self.out(self.block(x).mean(1))
+
+  labels = jax.random.randint(jax.random.key(3), (32,), 0, 10)
+  base = _train_step_time(Head(0.0, nnx.Rngs(0)), tokens, labels, repeats, False)
+  with_dropout = _train_step_time(Head(0.1, nnx.Rngs(0)), tokens, labels, repeats, True)
+  for name, t in (("no dropout", base), ("dropjax", with_dropout)):
+    rows.append({"benchmark": "train step, Transformer block 128d/4 heads, 32x64 tokens",
+                 "variant": name, "ms": 1e3 * t, "ratio": t / base})
+  return rows
+
+
+def bench_mc(repeats, samples=100):
+  x = jax.random.normal(jax.random.key(0), (1000, 784))
+  key = jax.random.key(1)
+  model = MLP(784, [1024, 1024], 10, input_rate=0.2, hidden_rate=0.5, rngs=nnx.Rngs(0))
+  forward = module_forward(model)
+  single = jax.jit(forward)
+
+  def loop():
+    return jnp.stack([single(jax.random.fold_in(key, i), x) for i in range(samples)])
+
+  rows = []
+  loop_t = median_seconds(loop, repeats)
+  for chunk in (None, 25, 10):
+    fn = jax.jit(lambda k, x, c=chunk: mc_sample(forward, k, x, samples, chunk_size=c))
+    t = median_seconds(lambda fn=fn: fn(key, x), repeats)
+    rows.append({"benchmark": f"MC sampling, S={samples}, MLP 784-1024-1024-10, 1000 inputs",
+                 "variant": f"dropjax mc_sample (chunk {chunk or samples})", "ms": 1e3 * t,
+                 "ratio": t / loop_t})
+  flax_model = FlaxMLP([784, 1024, 1024, 10], 0.2, 0.5, nnx.Rngs(0))
+  graphdef, state = nnx.split(flax_model)
+  flax_forward = lambda k, x: nnx.merge(graphdef, state, copy=True)(x, rngs=k)
+  flax_fn = jax.jit(lambda k, x: mc_sample(flax_forward, k, x, samples))
+  rows.append({"benchmark": rows[0]["benchmark"], "variant": "flax.nnx.Dropout, vmapped keys",
+               "ms": 1e3 * median_seconds(lambda: flax_fn(key, x), repeats),
+               "ratio": None})
+  rows[-1]["ratio"] = rows[-1]["ms"] / 1e3 / loop_t
+  rows.append({"benchmark": rows[0]["benchmark"], "variant": "Python loop of a jitted forward",
+               "ms": 1e3 * loop_t, "ratio": 1.0})
+  return rows
+
+
+def bench_uci_grid(repeats, models=240, epochs=20):
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(364, 13)), jnp.float32)  # Boston's grid-search size
+  y = jnp.asarray(rng.normal(size=364), jnp.float32)
+  tx = regression.make_optimizer(1e-3)
+  keys = jax.random.split(jax.random.key(0), models)
+  rates = jnp.tile(jnp.array([0.005, 0.01, 0.05, 0.1]), models // 4)
+  l2 = jnp.full(models, 1e-6)
+  states = jax.vmap(lambda k: regression.init_state(k, 13, 50, tx))(keys)
+
+  def train(state, k, r, c):
+    return regression.train_epochs(state, (k, k), x, y, r, c, 0, num_epochs=epochs,
+                                   batch_size=128, tx=tx)[0]
+
+  vmapped = jax.jit(jax.vmap(train))
+  t_vmap = median_seconds(lambda: vmapped(states, keys, rates, l2), repeats)
+  single = jax.jit(train)
+  sequential_models = 12  # timed on a subset, scaled to all models
+  pick = lambda i: jax.tree.map(lambda a: a[i], states)
+  t_seq = median_seconds(
+      lambda: [single(pick(i), keys[i], rates[i], l2[i]) for i in range(sequential_models)],
+      max(1, repeats // 2)) * models / sequential_models
+  name = f"UCI protocol: {models} Boston-sized models x {epochs} epochs"
+  return [{"benchmark": name, "variant": "one vmapped program", "ms": 1e3 * t_vmap,
+           "ratio": t_vmap / t_seq},
+          {"benchmark": name, "variant": "sequential loop of jitted models", "ms": 1e3 * t_seq,
+           "ratio": 1.0}]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", default="results")
+  parser.add_argument("--repeats", type=int, default=10)
+  args = parser.parse_args()
+  start = time.perf_counter()
+  rows = bench_train_steps(args.repeats) + bench_mc(max(3, args.repeats // 3)) + bench_uci_grid(3)
+  device = jax.devices()[0]
+  meta = {"device": f"{device.platform}: {device.device_kind}", "cpu_count": os.cpu_count(),
+          "machine": platform.machine(), "jax": jax.__version__,
+          "seconds": time.perf_counter() - start}
+  suffix = "" if device.platform == "cpu" else f"_{device.platform}"
+  io.write_json_atomic(os.path.join(args.out, f"bench_suite{suffix}.json"),
+                       {"meta": meta, "rows": rows})
+  lines = [f"Benchmarks ({meta['device']}, {meta['cpu_count']} CPUs, jax {meta['jax']}; "
+           "`python scripts/bench.py`). Ratio: time / the baseline row of the same benchmark "
+           "(no dropout; the Python loop; the sequential loop).", "",
+           "| benchmark | variant | ms | ratio |", "|---|---|---|---|"]
+  lines += [f"| {r['benchmark']} | {r['variant']} | {r['ms']:.2f} | {r['ratio']:.2f} |"
+            for r in rows]
+  io.write_text_atomic(os.path.join(args.out, f"bench_suite{suffix}.md"), "\n".join(lines) + "\n")
+  print("\n".join(lines))
+
+
+if __name__ == "__main__":
+  main()

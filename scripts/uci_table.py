@@ -1,0 +1,103 @@
+"""Builds the UCI table from finished runs: ours next to the published numbers, with times.
+
+    python scripts/uci_table.py --workdir runs/uci [--data_dir ../shared/data] [--out results]
+
+Published numbers are read from the data dir, never typed here: the 2018 update from each
+dataset's reference log (``uci/<name>/results/log_100_xepochs_1_hidden_layers.txt``) and
+the 2016 paper column from the table in ``<data_dir>/README.md``. Writes ``uci_table.md``
+and ``uci_table.csv`` atomically.
+"""
+
+import argparse
+import os
+import re
+
+from dropjax import io
+from dropjax.data import uci
+from dropjax.data.paths import resolve_data_dir
+from experiments import reporting
+
+# Row labels of the data README's table.
+README_NAMES = {"Boston": "bostonHousing", "Energy": "energy", "Kin8nm": "kin8nm",
+                "Naval": "naval-propulsion-plant", "Power": "power-plant",
+                "Protein": "protein-tertiary-structure", "Yacht": "yacht"}
+
+
+def paper_2016(data_dir):
+  """``{dataset: ((rmse, se), (ll, se))}`` from the data README's published table."""
+  path = os.path.join(data_dir, "README.md")
+  if not os.path.exists(path):
+    return {}
+  number = r"(-?[\d.]+)\+-([\d.]+)"
+  out = {}
+  for line in open(path):
+    m = re.match(rf"\|\s*(\w+)\s*\|\s*{number} / {number}\s*\|", line)
+    if m and m.group(1) in README_NAMES:
+      v = [float(g) for g in m.groups()[1:]]
+      out[README_NAMES[m.group(1)]] = ((v[0], v[1]), (v[2], v[3]))
+  return out
+
+
+def within_band(ours, theirs, higher_is_better):
+  diff = ours - theirs[0]
+  better = diff > 0 if higher_is_better else diff < 0
+  return better or abs(diff) <= 2 * theirs[1]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", default="runs/uci")
+  parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--out", default="results")
+  args = parser.parse_args()
+  data_dir = resolve_data_dir(args.data_dir, "UCI")
+  paper = paper_2016(data_dir)
+  fmt = lambda pair, digits: f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
+  rows, lines = [], []
+  for name in uci.UCI_DATASETS:
+    result = reporting.load_json(os.path.join(args.workdir, name, "results.json"))
+    if result is None:
+      continue
+    ref = result.get("reference_2018", {})
+    p16 = paper.get(name)
+    digits = 4 if result["mc_rmse"][0] < 0.1 else 2
+    seconds = result["seconds"]
+    total = sum(v for k, v in seconds.items() if k != "this_invocation")
+    ok_rmse = within_band(result["mc_rmse"][0], ref["mc_rmse"], False) if ref else None
+    ok_ll = within_band(result["log_likelihood"][0], ref["log_likelihood"], True) if ref else None
+    row = {"dataset": name, "splits": result["n_splits"], "epochs": result["epochs"],
+           "mc_samples": result["mc_samples"],
+           "rmse_mc": result["mc_rmse"][0], "rmse_mc_se": result["mc_rmse"][1],
+           "rmse_2018": ref.get("mc_rmse", (None,))[0], "rmse_2016": p16[0][0] if p16 else None,
+           "ll": result["log_likelihood"][0], "ll_se": result["log_likelihood"][1],
+           "ll_2018": ref.get("log_likelihood", (None,))[0],
+           "ll_2016": p16[1][0] if p16 else None,
+           "rmse_weight_scaling": result["weight_scaling_rmse"][0],
+           "within_2018_band": bool(ok_rmse and ok_ll), "seconds": total}
+    rows.append(row)
+    lines.append(
+        f"| {name} | {result['n_splits']} | {result['epochs']} | "
+        f"{fmt(result['mc_rmse'], digits)} | {fmt(ref['mc_rmse'], digits) if ref else '-'} | "
+        f"{fmt(p16[0], 2) if p16 else '-'} | {fmt(result['log_likelihood'], 2)} | "
+        f"{fmt(ref['log_likelihood'], 2) if ref else '-'} | {fmt(p16[1], 2) if p16 else '-'} | "
+        f"{result['weight_scaling_rmse'][0]:.{digits}f} | "
+        f"{'yes' if ok_rmse else 'no'} / {'yes' if ok_ll else 'no'} | {total / 60:.1f} min |")
+  header = [
+      "MC-dropout UCI regression: ours against the 2018 grid-search update (reference logs of "
+      "yaringal/DropoutUncertaintyExps) and the 2016 paper (Gal & Ghahramani, ICML 2016, "
+      "Table 1). Mean ± standard error over splits; RMSE of the MC mean and test "
+      "log-likelihood in original units, 10,000 MC samples; WS = weight-scaling "
+      "(deterministic) RMSE. Band: |ours - 2018| <= 2 s.e.(2018), or better. Time: both "
+      "phases on the 2-core CPU here. `bash scripts/reproduce_uci.sh`.",
+      "",
+      "| dataset | splits | epochs | RMSE (ours) | RMSE (2018) | RMSE (2016) | LL (ours) | "
+      "LL (2018) | LL (2016) | WS RMSE (ours) | in band (RMSE / LL) | time |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  io.write_text_atomic(os.path.join(args.out, "uci_table.md"), "\n".join(header + lines) + "\n")
+  io.write_csv_atomic(os.path.join(args.out, "uci_table.csv"), rows)
+  print("\n".join(header + lines))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,115 @@
+"""The UCI protocol: formulas, grid selection, vmapped == separate, resume, end to end."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from dropjax import regression
+from dropjax.data import uci
+from experiments import uci as uci_experiment
+from experiments.configs import uci as uci_config
+
+TX = regression.make_optimizer(1e-3)
+
+
+def _toy(n=150, d=4, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(n, d)).astype(np.float32)
+  y = (x @ rng.normal(size=d) + 0.1 * rng.normal(size=n)).astype(np.float32)
+  return jnp.asarray(x), jnp.asarray(y)
+
+
+def test_mc_statistics_match_a_direct_numpy_computation():
+  x, y = _toy()
+  params = regression.init_regressor(jax.random.key(0), 4, 16)
+  key, rate, tau, y_mean, y_std = jax.random.key(1), 0.1, 2.0, 3.0, 1.5
+  stats = regression.mc_regression_stats(params, key, x, y * y_std + y_mean, rate, tau, y_mean,
+                                         y_std, num_samples=60, chunk_size=20)
+  samples = np.stack([np.asarray(regression.regressor_forward(
+      params, jax.random.fold_in(key, i), x, rate)) * y_std + y_mean for i in range(60)])
+  target = np.asarray(y) * y_std + y_mean
+  ll = np.mean(logsumexp(-0.5 * tau * (target - samples) ** 2, axis=0) - np.log(60)
+               - 0.5 * np.log(2 * np.pi) + 0.5 * np.log(tau))
+  np.testing.assert_allclose(stats.log_likelihood, ll, rtol=1e-5)
+  np.testing.assert_allclose(stats.mc_rmse, np.sqrt(np.mean((samples.mean(0) - target) ** 2)),
+                             rtol=1e-5)
+  ws = np.asarray(regression.regressor_forward(params, None, x, rate, deterministic=True))
+  np.testing.assert_allclose(stats.weight_scaling_rmse,
+                             np.sqrt(np.mean((ws * y_std + y_mean - target) ** 2)), rtol=1e-5)
+  # The chunking of the samples does not matter.
+  other = regression.mc_regression_stats(params, key, x, target, rate, tau, y_mean, y_std,
+                                         num_samples=60, chunk_size=60)
+  np.testing.assert_allclose(other.log_likelihood, stats.log_likelihood, rtol=1e-6)
+
+
+def _train(state, keys, x, y, rate, l2, first, epochs):
+  return regression.train_epochs(state, keys, x, y, rate, l2, first, num_epochs=epochs,
+                                 batch_size=32, tx=TX)
+
+
+def test_vmapped_grid_training_equals_separate_models():
+  x, y = _toy()
+  rates = jnp.array([0.005, 0.05, 0.1])
+  l2 = regression.l2_coefficient(rates, jnp.array([0.5, 1.0, 2.0]), x.shape[0])
+  keys = jax.random.split(jax.random.key(0), 3)
+  streams = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
+  states = jax.vmap(lambda k: regression.init_state(k, 4, 16, TX))(streams[:, 0])
+  batched, _ = jax.jit(jax.vmap(lambda st, a, b, r, c: _train(st, (a, b), x, y, r, c, 0, 5)))(
+      states, streams[:, 1], streams[:, 2], rates, l2)
+  for m in range(3):
+    state = regression.init_state(streams[m, 0], 4, 16, TX)
+    alone, _ = jax.jit(lambda st, a, b, r, c: _train(st, (a, b), x, y, r, c, 0, 5))(
+        state, streams[m, 1], streams[m, 2], rates[m], l2[m])
+    for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(batched.params), strict=True):
+      np.testing.assert_allclose(a, b[m], rtol=1e-4, atol=1e-6)
+
+
+def test_training_in_segments_equals_one_run():
+  x, y = _toy()
+  keys = tuple(jax.random.split(jax.random.key(3)))
+  state = regression.init_state(jax.random.key(4), 4, 16, TX)
+  whole, _ = _train(state, keys, x, y, 0.05, 1e-4, 0, 6)
+  half, _ = _train(state, keys, x, y, 0.05, 1e-4, 0, 3)
+  resumed, _ = _train(half, keys, x, y, 0.05, 1e-4, 3, 3)
+  for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(resumed), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_l2_coefficient_is_the_reference_formula():
+  np.testing.assert_allclose(regression.l2_coefficient(0.05, 0.5, 400), 1e-4 * 0.95 / 400)
+
+
+def test_reference_results_are_read(data_dir):
+  ref = uci.load_reference_results("yacht", data_dir)
+  assert ref.mc_rmse.shape == (20,) and set(ref.rate) <= {0.005, 0.01, 0.05, 0.1}
+  assert ref.summary["MC errors"][0] == pytest.approx(0.666275)
+  assert ref.summary["lls"] == pytest.approx((-1.250148, 0.015297))
+
+
+def test_quick_run_end_to_end_selects_the_argmax_and_resumes(data_dir, tmp_path):
+  config = uci_config.get_config("quick")
+  config.data_dir = data_dir
+  workdir = str(tmp_path)
+  summary = uci_experiment.train_and_evaluate(config, workdir)
+  assert summary["n_splits"] == 2 and np.isfinite(summary["log_likelihood"][0])
+  assert summary["reference_2018"]["mc_rmse"][0] == pytest.approx(0.666275)
+  folder = os.path.join(workdir, "yacht")
+  validation = json.load(open(os.path.join(folder, "validation.json")))
+  ll = np.asarray(validation["log_likelihood"]).reshape(2, 12)
+  ds = uci.load_uci("yacht", data_dir)
+  grid = [(p, t) for p in ds.dropout_rates for t in ds.tau_values]
+  for s, row in enumerate(summary["rows"]):
+    best = int(np.flatnonzero(ll[s] == ll[s].max())[0])  # first maximum
+    assert (row["rate"], row["tau"]) == grid[best]
+    assert {"reference_mc_rmse", "reference_rate"} <= set(row)
+  assert os.path.getsize(os.path.join(folder, "splits.csv")) > 0
+  # Killed after the grid search: the final phase reruns from scratch and matches.
+  os.remove(os.path.join(folder, "results.json"))
+  os.remove(os.path.join(folder, "final.npz"))
+  again = uci_experiment.train_and_evaluate(config, workdir)
+  assert again["rows"] == summary["rows"]
