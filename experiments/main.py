@@ -7,9 +7,10 @@ line as ``--config.FIELD=VALUE``.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import uci, variant_comparison
+from experiments import ensemble_interpretation, uci, variant_comparison
 
 STUDIES = {
+    "ensemble_interpretation": ensemble_interpretation.train_and_evaluate,
     "uci": uci.train_and_evaluate,
     "variant_comparison": variant_comparison.train_and_evaluate,
 }

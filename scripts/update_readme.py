@@ -3,7 +3,7 @@
     python scripts/update_readme.py
 
 For each ``<!-- NAME -->`` ... ``<!-- /NAME -->`` pair in README.md, the text in between is
-replaced by ``results/NAME.md`` (the marker's first line stays as it is).
+replaced by ``results/NAME.md`` when that file exists.
 """
 
 import os
@@ -20,7 +20,10 @@ def main():
 
   def fill(match):
     name = match.group(1)
-    table = open(os.path.join(ROOT, "results", f"{name}.md")).read().strip()
+    path = os.path.join(ROOT, "results", f"{name}.md")
+    if not os.path.exists(path):  # not generated yet: leave the section as it is
+      return match.group(0)
+    table = open(path).read().strip()
     return f"<!-- {name} -->\n{table}\n<!-- /{name} -->"
 
   updated = re.sub(r"<!-- ([\w-]+) -->\n.*?<!-- /\1 -->", fill, readme, flags=re.S)
