@@ -19,10 +19,10 @@ from absl import logging
 from flax import nnx
 
 from dropjax import io, layers, metrics
-from dropjax.data import load_digits
+from dropjax.data import Split, load_digits
 from dropjax.mc import mc_predict, module_forward
-from dropjax.models import ConvNet
-from dropjax.train import fit_classifier, predict_probabilities
+from dropjax.models import MLP, ConvNet, SequenceClassifier
+from dropjax.train import ensemble_member, fit_classifier, fit_ensemble, predict_probabilities
 from experiments import reporting
 
 COLUMNS = (
@@ -51,6 +51,18 @@ def _evaluate(probs: jax.Array, labels: np.ndarray, bins: int) -> dict[str, floa
   }
 
 
+def _evaluate_model(config, model, test: Split, mc_key: jax.Array) -> dict[str, float]:
+  """Deterministic and MC-dropout test metrics of a trained model."""
+  test_x = jnp.asarray(test.images)
+  det = _evaluate(predict_probabilities(model, test_x), test.labels, config.ece_bins)
+  forward = module_forward(model)
+  mc_probs = jax.jit(
+      lambda k, x: mc_predict(forward, k, x, config.mc_samples, chunk_size=config.mc_chunk_size)
+  )(mc_key, test_x)
+  mc = _evaluate(mc_probs, test.labels, config.ece_bins)
+  return {**{f"{k}_det": v for k, v in det.items()}, **{f"{k}_mc": v for k, v in mc.items()}}
+
+
 def run_variant(config: ml_collections.ConfigDict, variant: str, data) -> dict[str, Any]:
   """Trains and evaluates one variant; a pure function of the config."""
   root = jax.random.key(config.seed)
@@ -74,13 +86,7 @@ def run_variant(config: ml_collections.ConfigDict, variant: str, data) -> dict[s
           s["epochs"], s["loss"], s["eta_seconds"]),
   )
   train_seconds = time.perf_counter() - tic
-  test_x, test_y = jnp.asarray(data.test.images), data.test.labels
-  det = _evaluate(predict_probabilities(model, test_x), test_y, config.ece_bins)
-  forward = module_forward(model)
-  mc_probs = jax.jit(
-      lambda k, x: mc_predict(forward, k, x, config.mc_samples, chunk_size=config.mc_chunk_size)
-  )(mc_key, test_x)
-  mc = _evaluate(mc_probs, test_y, config.ece_bins)
+  scores = _evaluate_model(config, model, data.test, mc_key)
   # Steady-state step time: the first epoch includes compilation.
   steady = history["epoch_seconds"][1:] or history["epoch_seconds"]
   steps_per_epoch = history["steps"] / config.epochs
@@ -88,8 +94,7 @@ def run_variant(config: ml_collections.ConfigDict, variant: str, data) -> dict[s
       "variant": variant,
       "conv_rate": config.conv_rate[variant],
       "dense_rate": config.dense_rate[variant],
-      **{f"{k}_det": v for k, v in det.items()},
-      **{f"{k}_mc": v for k, v in mc.items()},
+      **scores,
       "final_train_loss": history["loss"][-1],
       "train_seconds": train_seconds,
       "step_ms": 1e3 * float(np.median(steady)) / steps_per_epoch,
@@ -99,6 +104,87 @@ def run_variant(config: ml_collections.ConfigDict, variant: str, data) -> dict[s
   if learned:
     result["learned_rates"] = learned
   return result
+
+
+def _subset(split: Split, fraction: float) -> Split:
+  n = max(1, round(fraction * len(split.labels)))
+  return Split(split.images[:n], split.labels[:n])
+
+
+def rate_sweep(config, data) -> list[dict[str, Any]]:
+  """Test error/NLL against the rate for small and large MLPs on little and more data."""
+  rates = np.repeat(np.asarray(config.sweep_rates, np.float32), config.sweep_seeds)
+  rows = []
+  for size_name, hidden in (("small", config.sweep_small_hidden),
+                            ("large", config.sweep_large_hidden)):
+    for fraction in config.sweep_train_fractions:
+      train = _subset(data.train, fraction)
+      make = lambda rngs, rate, hidden=hidden: MLP(
+          64, list(hidden), data.num_classes, input_rate=rate * 0.4, hidden_rate=rate,
+          rngs=rngs)
+      keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 7), len(rates))
+      batch = min(config.batch_size, len(train.labels))
+      # Equal budget in steps: fewer examples, more epochs.
+      epochs = max(1, round(config.epochs / fraction))
+      graphdef, states, _ = fit_ensemble(make, train, keys=keys, hparams={"rate": rates},
+                                         epochs=epochs, batch_size=batch,
+                                         learning_rate=config.learning_rate)
+      for i, rate in enumerate(rates):
+        probs = predict_probabilities(ensemble_member(graphdef, states, i), data.test.images)
+        rows.append({"model": f"{size_name} {tuple(hidden)}", "train_examples": len(train.labels),
+                     "rate": float(rate), "seed": i % config.sweep_seeds,
+                     **_evaluate(probs, data.test.labels, config.ece_bins)})
+  return rows
+
+
+def _mean_over_seeds(rows, keys):
+  groups: dict[tuple, list] = {}
+  for r in rows:
+    groups.setdefault(tuple(r[k] for k in keys), []).append(r)
+  return [dict(zip(keys, group, strict=True)) | {
+      m: float(np.mean([r[m] for r in members])) for m in ("accuracy", "nll", "ece")}
+      for group, members in groups.items()]
+
+
+def batchnorm_placements(config, data) -> list[dict[str, Any]]:
+  rows = []
+  key = jax.random.key(config.seed)
+  for placement in (None, "after_dropout", "before_dropout"):
+    model = MLP(64, list(config.batchnorm_hidden), data.num_classes, input_rate=0.2,
+                hidden_rate=0.5, batch_norm=placement,
+                rngs=nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=0))
+    fit_classifier(model, data.train, key=jax.random.fold_in(key, 1), epochs=config.epochs,
+                   batch_size=config.batch_size, learning_rate=config.learning_rate)
+    rows.append({"batch_norm": placement or "none",
+                 **_evaluate_model(config, model, data.test, jax.random.fold_in(key, 2))})
+  return rows
+
+
+def lstm_modes(config, data) -> list[dict[str, Any]]:
+  rows = []
+  key = jax.random.key(config.seed)
+  rate = config.lstm_rate
+  for mode, rates in (("no dropout", (0.0, 0.0, 0.0)), ("naive (fresh mask per step)",
+                                                         (rate, rate, rate)),
+                      ("variational (mask shared over time)", (rate, rate, rate))):
+    model = SequenceClassifier(
+        8, config.lstm_hidden, data.num_classes, mode="naive" if "naive" in mode else
+        "variational", input_rate=rates[0], state_rate=rates[1], output_rate=rates[2],
+        rngs=nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=0))
+    fit_classifier(model, data.train, key=jax.random.fold_in(key, 1), epochs=config.epochs,
+                   batch_size=config.batch_size, learning_rate=config.learning_rate)
+    rows.append({"lstm": mode, "rate": rates[0],
+                 **_evaluate_model(config, model, data.test, jax.random.fold_in(key, 2))})
+  return rows
+
+
+def _section(workdir, name, compute):
+  path = os.path.join(workdir, f"{name}.json")
+  rows = reporting.load_json(path)
+  if rows is None:
+    rows = compute()
+    io.write_json_atomic(path, rows)
+  return rows
 
 
 def _plot(rows, path):
@@ -150,22 +236,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   baseline = next((r["step_ms"] for r in rows if r["variant"] == "none"), None)
   for row in rows:
     row["overhead"] = row["step_ms"] / baseline if baseline else None
+  sweep = _section(workdir, "rate_sweep", lambda: rate_sweep(config, data))
+  sweep_mean = _mean_over_seeds(sweep, ("model", "train_examples", "rate"))
+  bn = _section(workdir, "batchnorm", lambda: batchnorm_placements(config, data))
+  lstm = _section(workdir, "lstm", lambda: lstm_modes(config, data))
   wall = time.perf_counter() - start
-  table = reporting.markdown_table(rows, COLUMNS)
   total_train = sum(r["train_seconds"] for r in rows)
   header = (
       f"Variant comparison on the embedded digits ({data.train.images.shape[0]} train / "
       f"{data.test.images.shape[0]} test), {config.epochs} epochs, seed {config.seed}, "
-      f"MC with {config.mc_samples} samples. Training took {total_train:.0f}s in all "
-      f"(this invocation {wall:.0f}s).\n\n"
+      f"MC with {config.mc_samples} samples. Training the variants took {total_train:.0f}s "
+      f"(this invocation, all sections: {wall:.0f}s).\n\n"
   )
-  io.write_text_atomic(os.path.join(workdir, "results.md"), header + table)
+  table = reporting.markdown_table(rows, COLUMNS)
+  metric_columns = (("accuracy_det", "acc (det)", ".4f"), ("accuracy_mc", "acc (MC)", ".4f"),
+                    ("nll_det", "NLL (det)", ".4f"), ("nll_mc", "NLL (MC)", ".4f"),
+                    ("ece_det", "ECE (det)", ".4f"), ("ece_mc", "ECE (MC)", ".4f"))
+  extra = (
+      "\n**When does dropout hurt?** MLPs on a tenth of the training set and on all of it, "
+      "about the same number of steps, test metrics (mean over seeds); input rate = 0.4 x hidden "
+      "rate.\n\n" + reporting.markdown_table(sweep_mean, (
+          ("model", "model", "s"), ("train_examples", "train examples", "d"),
+          ("rate", "hidden rate", ".1f"), ("accuracy", "accuracy", ".4f"),
+          ("nll", "NLL", ".4f"), ("ece", "ECE", ".4f")))
+      + "\n**Dropout and BatchNorm** (MLP, rates 0.2/0.5; `after_dropout`: dropout feeds "
+      "BatchNorm; `before_dropout`: dropout only after the last BatchNorm).\n\n"
+      + reporting.markdown_table(bn, (("batch_norm", "BatchNorm", "s"), *metric_columns))
+      + "\n**LSTM on the digits read row by row** (8 steps), variational vs naive dropout.\n\n"
+      + reporting.markdown_table(lstm, (("lstm", "dropout", "s"), ("rate", "rate", ".2f"),
+                                        *metric_columns))
+  )
+  io.write_text_atomic(os.path.join(workdir, "results.md"), header + table + extra)
   io.write_csv_atomic(os.path.join(workdir, "results.csv"),
                       [{k: r.get(k) for k, _, _ in COLUMNS} | {"train_seconds": r["train_seconds"]}
                        for r in rows])
   _plot(rows, os.path.join(workdir, "variant_comparison.png"))
   summary = {r["variant"]: {"accuracy_mc": r["accuracy_mc"], "ece_mc": r["ece_mc"]} for r in rows}
-  out = {"rows": rows, "summary": summary, "wall_seconds": wall}
+  out = {"rows": rows, "summary": summary, "rate_sweep": sweep, "batchnorm": bn, "lstm": lstm,
+         "wall_seconds": wall}
   io.write_json_atomic(os.path.join(workdir, "metrics.json"), out)
-  print(header + table)
+  print(header + table + extra)
   return out

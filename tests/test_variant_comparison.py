@@ -26,6 +26,13 @@ def test_quick_run_reports_every_variant_and_resumes_to_the_same_numbers(tmp_pat
     for key in ("accuracy_det", "accuracy_mc", "nll_mc", "ece_mc", "brier_det"):
       assert np.isfinite(row[key])
   assert first["rows"][names.index("concrete")]["learned_rates"]
+  # 2 model sizes x 2 training-set sizes x 2 rates x 1 seed, each evaluated.
+  assert len(first["rate_sweep"]) == 8 and {r["rate"] for r in first["rate_sweep"]} == {0.0, 0.5}
+  assert [r["batch_norm"] for r in first["batchnorm"]] == ["none", "after_dropout",
+                                                           "before_dropout"]
+  assert len(first["lstm"]) == 3 and all(np.isfinite(r["nll_mc"]) for r in first["lstm"])
+  for heading in ("When does dropout hurt?", "Dropout and BatchNorm", "LSTM on the digits"):
+    assert heading in table
 
   # A run killed after some variants: drop two finished results and run again.
   for name in ("dropout", "concrete"):

@@ -55,12 +55,29 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.mc_samples = 100
   config.mc_chunk_size = 50
   config.ece_bins = 15
+  # When does dropout hurt? MLPs of two sizes on two training-set sizes, every rate and
+  # seed of a cell trained as one vmapped program.
+  config.sweep_rates = (0.0, 0.1, 0.3, 0.5, 0.7)
+  config.sweep_small_hidden = (16,)
+  config.sweep_large_hidden = (256, 256)
+  config.sweep_train_fractions = (0.1, 1.0)
+  config.sweep_seeds = 2
+  # Dropout and BatchNorm: MLP (256, 256), input/hidden rates 0.2/0.5.
+  config.batchnorm_hidden = (256, 256)
+  # Sequences: the digits read row by row (8 steps of 8 pixels) by an LSTM.
+  config.lstm_hidden = 64
+  config.lstm_rate = 0.3
   if arg == "quick":
     config.channels = (8, 8)
     config.dense_features = 16
     config.epochs = 2
     config.mc_samples = 4
     config.mc_chunk_size = 2
+    config.sweep_rates = (0.0, 0.5)
+    config.sweep_large_hidden = (32,)
+    config.sweep_seeds = 1
+    config.batchnorm_hidden = (16,)
+    config.lstm_hidden = 8
   elif arg not in (None, ""):
     raise ValueError(f"Unknown config option {arg!r}; the only option is 'quick'.")
   return config
