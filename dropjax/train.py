@@ -288,6 +288,8 @@ def fit_ensemble(
   for epoch in range(epochs):
     params, rest, opt_state, loss = run_epoch(params, rest, opt_state, epoch, images, labels)
     losses.append(loss)
+  # Return only once the work is done, so callers can time training.
+  jax.block_until_ready((params, rest))
   return graphdef, (params, rest), {"loss": jnp.stack(losses), "steps": epochs * steps_per_epoch}
 
 

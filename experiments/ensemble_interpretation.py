@@ -65,10 +65,15 @@ def mc_versus_weight_scaling(config, train, test) -> dict[str, Any]:
   flat = mc_errors.reshape(-1, len(ks))
   mean, std = flat.mean(0), flat.std(0)
   ws_mean = float(ws_errors.mean())
+  ws_std = float(ws_errors.std())
   reaching = [k for k, e in zip(ks, mean, strict=True) if e <= ws_mean]
+  # The paper's reading of Fig. 11: MC "within one standard deviation" of weight scaling.
+  within = [k for k, e, s in zip(ks, mean, std, strict=True)
+            if e - ws_mean <= max(s, ws_std)]
   return {"ks": ks, "mc_error_mean": mean.tolist(), "mc_error_std": std.tolist(),
-          "ws_error_mean": ws_mean, "ws_error_std": float(ws_errors.std()),
-          "k_match": reaching[0] if reaching else None, "train_seconds": train_seconds}
+          "ws_error_mean": ws_mean, "ws_error_std": ws_std,
+          "k_match": reaching[0] if reaching else None,
+          "k_within_one_std": within[0] if within else None, "train_seconds": train_seconds}
 
 
 def exact_comparison(config, train, test) -> list[dict[str, Any]]:
@@ -156,19 +161,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   io.write_csv_atomic(os.path.join(workdir, "mc_vs_ws.csv"), curve_rows)
   io.write_csv_atomic(os.path.join(workdir, "exact.csv"), exact)
   wall = time.perf_counter() - start
-  k_match = curve["k_match"] if curve["k_match"] is not None else f"> {max(curve['ks'])}"
+  beyond = f"> {max(curve['ks'])}"
+  k_match = curve["k_match"] if curve["k_match"] is not None else beyond
+  k_within = curve["k_within_one_std"] if curve["k_within_one_std"] is not None else beyond
   text = [
       f"MC averaging vs weight scaling on {config.dataset} (MLP {tuple(config.hidden)}, keep "
       f"{1 - config.input_rate:g} input / {1 - config.hidden_rate:g} hidden, "
       f"{config.epochs} epochs, {config.num_train_seeds} training seeds x "
       f"{config.mc_repeats} MC repeats; training {curve['train_seconds']:.0f}s, "
       f"this invocation {wall:.0f}s).", "",
-      "| | k where MC error reaches weight scaling | weight-scaling error |",
-      "|---|---|---|",
+      "| | k where MC error reaches weight scaling | k where MC is within 1 std of it | "
+      "weight-scaling error | MC error at the largest k |",
+      "|---|---|---|---|---|",
       f"| Srivastava et al. 2014, Fig. 11 (MNIST, read off the plot) | "
-      f"~{config.published_k_match} | ~1.1-1.3% |",
-      f"| ours | {k_match} | {100 * curve['ws_error_mean']:.2f} ± "
-      f"{100 * curve['ws_error_std']:.2f}% |", "",
+      f"~{config.published_k_match} | ~{config.published_k_match} | ~1.1-1.3% | within 1 std |",
+      f"| ours | {k_match} | {k_within} | {100 * curve['ws_error_mean']:.2f} ± "
+      f"{100 * curve['ws_error_std']:.2f}% | {100 * curve['mc_error_mean'][-1]:.2f} ± "
+      f"{100 * curve['mc_error_std'][-1]:.2f}% |", "",
       reporting.markdown_table(curve_rows, (("k", "k", "d"), ("mc_error", "MC error", ".4f"),
                                             ("mc_error_std", "std", ".4f"))),
       "Exact averages over all 2^n sub-networks (test set):", "",

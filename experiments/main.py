@@ -7,10 +7,18 @@ line as ``--config.FIELD=VALUE``.
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import ensemble_interpretation, uci, variant_comparison
+from experiments import (
+    concrete_dropout,
+    ensemble_interpretation,
+    mc_calibration,
+    uci,
+    variant_comparison,
+)
 
 STUDIES = {
+    "concrete_dropout": concrete_dropout.train_and_evaluate,
     "ensemble_interpretation": ensemble_interpretation.train_and_evaluate,
+    "mc_calibration": mc_calibration.train_and_evaluate,
     "uci": uci.train_and_evaluate,
     "variant_comparison": variant_comparison.train_and_evaluate,
 }

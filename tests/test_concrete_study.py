@@ -1,0 +1,40 @@
+"""The concrete-dropout synthetic study on its quick config, and its model's pieces."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from experiments import concrete_dropout
+from experiments.configs import concrete_dropout as config_lib
+
+
+def test_heteroscedastic_loss_is_the_gaussian_nll_up_to_constants():
+  out = jnp.array([[1.0, np.log(4.0)], [0.0, 0.0]])
+  y = jnp.array([[3.0], [1.0]])
+  expected = np.mean([0.25 * 4 + np.log(4.0), 1.0])
+  np.testing.assert_allclose(concrete_dropout.heteroscedastic_loss(out, y, jnp.ones(2)),
+                             expected, rtol=1e-6)
+
+
+def test_model_has_five_learnable_rates_and_their_penalty():
+  model = concrete_dropout.HeteroscedasticConcreteMLP(8, init_rate=0.1, temperature=0.1,
+                                                      rngs=nnx.Rngs(0))
+  np.testing.assert_allclose(model.rates(), 0.1, rtol=1e-5)
+  assert model(jnp.ones((3, 1))).shape == (3, 2)
+  grads = nnx.grad(lambda m: m.regularization(1e-2, 1e-2))(model)
+  logits = [grads["drops"][i]["rate_logit"][...] for i in range(5)]
+  assert all(np.isfinite(float(g)) and float(g) != 0 for g in logits)
+
+
+@pytest.mark.slow
+def test_quick_study_runs_and_reports_published_rates(tmp_path):
+  out = concrete_dropout.train_and_evaluate(config_lib.get_config("quick"), str(tmp_path))
+  rows = out["rows"]
+  assert [r["n"] for r in rows] == [10, 100]
+  assert rows[0]["published"] == [0.077, 0.404, 0.404, 0.403]
+  for r in rows:
+    assert all(0 < p < 1 for p in r["rates_mean"]) and np.isfinite(r["rmse"])
+  assert "(0.404)" in (tmp_path / "results.md").read_text()
+  again = concrete_dropout.train_and_evaluate(config_lib.get_config("quick"), str(tmp_path))
+  assert again["rows"] == rows
