@@ -119,11 +119,7 @@ def fit(config, n, epochs, key) -> dict[str, Any]:
 
 
 def _plot(rows, path):
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = reporting.pyplot()
   sizes = [r["n"] for r in rows]
   fig, ax = plt.subplots(figsize=(6, 4))
   for i, name in enumerate(["layer 1 (input)", "layer 2", "layer 3", "mean head"]):
@@ -135,11 +131,7 @@ def _plot(rows, path):
   ax.set_ylabel("learned dropout rate p")
   ax.set_title("Concrete dropout: learned p vs data size (dotted: published)")
   ax.legend(fontsize=8)
-  fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  reporting.save_figure(fig, path)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -114,11 +114,7 @@ def exact_comparison(config, train, test) -> list[dict[str, Any]]:
 
 
 def _plot(result, path, dataset):
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = reporting.pyplot()
   ks = np.asarray(result["ks"])
   mean, std = np.asarray(result["mc_error_mean"]), np.asarray(result["mc_error_std"])
   fig, ax = plt.subplots(figsize=(6, 4))
@@ -133,11 +129,7 @@ def _plot(result, path, dataset):
   ax.set_ylabel("test error (%)")
   ax.set_title(f"MC averaging vs weight scaling ({dataset})")
   ax.legend()
-  fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  reporting.save_figure(fig, path)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

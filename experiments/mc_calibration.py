@@ -133,11 +133,7 @@ def ood_study(config, train, validation, test) -> list[dict[str, Any]]:
 
 
 def _plot(rows, path, methods):
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = reporting.pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   for ax, metric in zip(axes, ("accuracy", "nll", "ece"), strict=True):
     for method in methods:
@@ -146,11 +142,7 @@ def _plot(rows, path, methods):
     ax.set_xlabel("rotation (degrees)")
     ax.set_title(metric)
   axes[0].legend(fontsize=7)
-  fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  reporting.save_figure(fig, path)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

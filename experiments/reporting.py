@@ -49,3 +49,22 @@ def markdown_table(
       cells.append("-" if value is None else format(value, spec))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def pyplot():
+  """``matplotlib.pyplot`` on the non-interactive Agg backend (imported only to plot)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def save_figure(fig, path: str) -> None:
+  """Lays out ``fig``, writes it as a PNG atomically and closes it."""
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=100)
+  pyplot().close(fig)
+  os.replace(tmp, path)

@@ -188,11 +188,7 @@ def _section(workdir, name, compute):
 
 
 def _plot(rows, path):
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = reporting.pyplot()
   names = [r["variant"] for r in rows]
   x = np.arange(len(names))
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -206,11 +202,7 @@ def _plot(rows, path):
       low = min(min(r["accuracy_det"], r["accuracy_mc"]) for r in rows)
       ax.set_ylim(max(0.0, low - 0.05), 1.0)
   axes[0].legend()
-  fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=100)
-  plt.close(fig)
-  os.replace(tmp, path)
+  reporting.save_figure(fig, path)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
