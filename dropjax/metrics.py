@@ -237,3 +237,13 @@ def plot_reliability_diagram(probs: ArrayLike, labels: ArrayLike, num_bins: int 
   ece = expected_calibration_error(probs, labels, num_bins)
   ax.set_title(f"ECE {float(ece):.4f}")
   return ax
+
+
+def summary(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15) -> dict[str, float]:
+  """Accuracy, NLL, Brier score and ECE as Python floats (one row of a results table)."""
+  return {
+      "accuracy": float(accuracy(probs, labels)),
+      "nll": float(negative_log_likelihood(probs, labels)),
+      "brier": float(brier_score(probs, labels)),
+      "ece": float(expected_calibration_error(probs, labels, num_bins)),
+  }

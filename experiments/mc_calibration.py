@@ -90,13 +90,6 @@ def predict_all(config, models, validation: Split, images: np.ndarray, key) -> d
   return {"probs": probs, "samples": samples, "temperature": float(temperature)}
 
 
-def _scores(probs, labels, bins):
-  return {"accuracy": float(metrics.accuracy(probs, labels)),
-          "nll": float(metrics.negative_log_likelihood(probs, labels)),
-          "brier": float(metrics.brier_score(probs, labels)),
-          "ece": float(metrics.expected_calibration_error(probs, labels, bins))}
-
-
 def shift_study(config, models, validation, test) -> list[dict[str, Any]]:
   rows = []
   key = jax.random.key(config.seed + 1)
@@ -105,7 +98,7 @@ def shift_study(config, models, validation, test) -> list[dict[str, Any]]:
                       jax.random.fold_in(key, angle))
     for method, probs in out["probs"].items():
       rows.append({"angle": angle, "method": method,
-                   **_scores(probs, test.labels, config.ece_bins)})
+                   **metrics.summary(probs, test.labels, config.ece_bins)})
   return rows
 
 

@@ -42,24 +42,15 @@ COLUMNS = (
 )
 
 
-def _evaluate(probs: jax.Array, labels: np.ndarray, bins: int) -> dict[str, float]:
-  return {
-      "accuracy": float(metrics.accuracy(probs, labels)),
-      "nll": float(metrics.negative_log_likelihood(probs, labels)),
-      "ece": float(metrics.expected_calibration_error(probs, labels, bins)),
-      "brier": float(metrics.brier_score(probs, labels)),
-  }
-
-
 def _evaluate_model(config, model, test: Split, mc_key: jax.Array) -> dict[str, float]:
   """Deterministic and MC-dropout test metrics of a trained model."""
   test_x = jnp.asarray(test.images)
-  det = _evaluate(predict_probabilities(model, test_x), test.labels, config.ece_bins)
+  det = metrics.summary(predict_probabilities(model, test_x), test.labels, config.ece_bins)
   forward = module_forward(model)
   mc_probs = jax.jit(
       lambda k, x: mc_predict(forward, k, x, config.mc_samples, chunk_size=config.mc_chunk_size)
   )(mc_key, test_x)
-  mc = _evaluate(mc_probs, test.labels, config.ece_bins)
+  mc = metrics.summary(mc_probs, test.labels, config.ece_bins)
   return {**{f"{k}_det": v for k, v in det.items()}, **{f"{k}_mc": v for k, v in mc.items()}}
 
 
@@ -133,7 +124,7 @@ def rate_sweep(config, data) -> list[dict[str, Any]]:
         probs = predict_probabilities(ensemble_member(graphdef, states, i), data.test.images)
         rows.append({"model": f"{size_name} {tuple(hidden)}", "train_examples": len(train.labels),
                      "rate": float(rate), "seed": i % config.sweep_seeds,
-                     **_evaluate(probs, data.test.labels, config.ece_bins)})
+                     **metrics.summary(probs, data.test.labels, config.ece_bins)})
   return rows
 
 

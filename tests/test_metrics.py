@@ -165,3 +165,14 @@ def test_reliability_diagram_draws(tmp_path):
   ax = metrics.plot_reliability_diagram(probs, labels)
   ax.figure.savefig(tmp_path / "reliability.png")
   assert (tmp_path / "reliability.png").stat().st_size > 0
+
+
+def test_summary_collects_the_four_headline_metrics():
+  probs, labels = random_predictions(2)
+  row = metrics.summary(probs, labels, 15)
+  assert row == {
+      "accuracy": float(metrics.accuracy(probs, labels)),
+      "nll": float(metrics.negative_log_likelihood(probs, labels)),
+      "brier": float(metrics.brier_score(probs, labels)),
+      "ece": float(metrics.expected_calibration_error(probs, labels, 15)),
+  }
