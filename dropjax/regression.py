@@ -75,6 +75,7 @@ def train_epochs(
     num_epochs: int,
     batch_size: int,
     tx: optax.GradientTransformation,
+    unroll: int = 1,
 ) -> tuple[TrainState, jax.Array]:
   """Runs ``num_epochs`` epochs from ``first_epoch`` (one model; vmap it for many).
 
@@ -107,7 +108,8 @@ def train_epochs(
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       return TrainState(optax.apply_updates(state.params, updates), opt_state), loss
 
-    state, losses = jax.lax.scan(step_body, state, (jnp.arange(steps), order, weights))
+    state, losses = jax.lax.scan(step_body, state, (jnp.arange(steps), order, weights),
+                                 unroll=unroll)
     return state, losses.mean()
 
   epochs = first_epoch + jnp.arange(num_epochs)

@@ -27,35 +27,50 @@ from experiments import reporting
 PHASES = {"validation": 0, "final": 1}
 
 
-def _model_keys(root: jax.Array, phase: str, split: int, grid_index: int) -> jax.Array:
+def _split_keys(root: jax.Array, phase: str, split: int) -> tuple[jax.Array, jax.Array]:
+  """(shuffle key shared by the split's grid points, root of its members' keys)."""
   key = jax.random.fold_in(jax.random.fold_in(root, PHASES[phase]), split)
-  return jax.random.fold_in(key, grid_index)
+  shuffle, members = jax.random.split(key)
+  return shuffle, members
 
 
 def _train_and_test(
     config: ml_collections.ConfigDict,
     ds: uci.UCIDataset,
     phase: str,
-    members: list[tuple[int, int, float, float]],
+    split_ids: list[int],
+    grid_index: np.ndarray,
+    rates: np.ndarray,
+    taus: np.ndarray,
     workdir: str,
 ) -> dict[str, Any]:
-  """Trains every (split, grid index, p, tau) member in one program; tests each one."""
+  """Trains a (splits x grid points) block of models in one program; tests each one.
+
+  ``grid_index``, ``rates`` and ``taus`` are ``(S, G)``. The G grid points of a split share
+  its data and its batch order (common random numbers: the grid comparison sees the same
+  shuffles, and 20 permutations per epoch are drawn instead of 240 -- XLA's sort made them
+  two thirds of a step); each model has its own initialisation, masks and MC samples.
+  Results are flattened in (split, grid point) order.
+  """
   root = jax.random.key(config.seed)
-  splits = [uci.uci_split(ds, s, validation=(phase == "validation")) for s, _, _, _ in members]
+  splits = [uci.uci_split(ds, s, validation=(phase == "validation")) for s in split_ids]
   as_f32 = lambda name: jnp.asarray(np.stack([getattr(sp, name) for sp in splits]), jnp.float32)
   x_train, y_train, x_test = as_f32("x_train"), as_f32("y_train"), as_f32("x_test")
   y_mean = jnp.asarray([sp.y_mean for sp in splits], jnp.float32)
   y_std = jnp.asarray([sp.y_std for sp in splits], jnp.float32)
   y_test = as_f32("y_test") * y_std[:, None] + y_mean[:, None]  # original units
-  rates = jnp.asarray([m[2] for m in members], jnp.float32)
-  taus = jnp.asarray([m[3] for m in members], jnp.float32)
+  rates, taus = jnp.asarray(rates, jnp.float32), jnp.asarray(taus, jnp.float32)
   n_train = x_train.shape[1]
   l2 = regression.l2_coefficient(rates, taus, n_train, config.length_scale)
-  keys = jnp.stack([_model_keys(root, phase, s, g) for s, g, _, _ in members])
-  streams = jax.vmap(lambda k: jax.random.split(k, 4))(keys)  # init, shuffle, dropout, mc
+  split_keys = [_split_keys(root, phase, s) for s in split_ids]
+  shuffle_keys = jnp.stack([sk for sk, _ in split_keys])
+  member_keys = jnp.stack([
+      jnp.stack([jax.random.fold_in(mk, int(g)) for g in row])
+      for (_, mk), row in zip(split_keys, grid_index, strict=True)])
+  streams = jax.vmap(jax.vmap(lambda k: jax.random.split(k, 3)))(member_keys)  # init, drop, mc
   tx = regression.make_optimizer(config.learning_rate, config.adam_eps)
-  state = jax.vmap(lambda k: regression.init_state(k, ds.inputs.shape[1], ds.n_hidden, tx))(
-      streams[:, 0])
+  state = jax.vmap(jax.vmap(
+      lambda k: regression.init_state(k, ds.inputs.shape[1], ds.n_hidden, tx)))(streams[:, :, 0])
 
   total_epochs = ds.n_epochs * config.epochs_multiplier
   checkpoint = os.path.join(workdir, f"{phase}.npz")
@@ -66,11 +81,13 @@ def _train_and_test(
     logging.info("%s %s: resuming at epoch %d/%d", ds.name, phase, epoch, total_epochs)
 
   def segment(state, first_epoch, num_epochs):
-    return jax.vmap(
-        lambda st, sh, dr, x, y, p, c: regression.train_epochs(
+    per_grid_point = jax.vmap(
+        lambda st, dr, p, c, sh, x, y: regression.train_epochs(
             st, (sh, dr), x, y, p, c, first_epoch, num_epochs=num_epochs,
-            batch_size=config.batch_size, tx=tx)
-    )(state, streams[:, 1], streams[:, 2], x_train, y_train, rates, l2)
+            batch_size=config.batch_size, tx=tx),
+        in_axes=(0, 0, 0, 0, None, None, None))
+    return jax.vmap(per_grid_point)(state, streams[:, :, 1], rates, l2, shuffle_keys, x_train,
+                                    y_train)
 
   run_segment = jax.jit(segment, static_argnums=2)
   start = time.perf_counter()
@@ -85,20 +102,23 @@ def _train_and_test(
                     {"epoch": epoch, "train_seconds": train_seconds})
     elapsed = time.perf_counter() - start
     logging.info("%s %s: epoch %d/%d, mean loss %.4f, ETA %.0fs", ds.name, phase, epoch,
-                 total_epochs, float(losses[:, -1].mean()),
+                 total_epochs, float(losses[..., -1].mean()),
                  elapsed / epoch * (total_epochs - epoch) if epoch else 0.0)
 
   tic = time.perf_counter()
-  stats = jax.jit(jax.vmap(
-      lambda p, k, x, y, r, t, m, s: regression.mc_regression_stats(
+  per_grid_point = jax.vmap(
+      lambda p, k, r, t, x, y, m, s: regression.mc_regression_stats(
           p, k, x, y, r, t, m, s, num_samples=config.mc_samples,
-          chunk_size=config.mc_chunk_size)
-  ))(state.params, streams[:, 3], x_test, y_test, rates, taus, y_mean, y_std)
+          chunk_size=config.mc_chunk_size),
+      in_axes=(0, 0, 0, 0, None, None, None, None))
+  stats = jax.jit(jax.vmap(per_grid_point))(state.params, streams[:, :, 2], rates, taus, x_test,
+                                            y_test, y_mean, y_std)
   jax.block_until_ready(stats)
+  flat = lambda a: np.asarray(a).reshape(-1).tolist()
   return {
-      "mc_rmse": np.asarray(stats.mc_rmse).tolist(),
-      "log_likelihood": np.asarray(stats.log_likelihood).tolist(),
-      "weight_scaling_rmse": np.asarray(stats.weight_scaling_rmse).tolist(),
+      "mc_rmse": flat(stats.mc_rmse),
+      "log_likelihood": flat(stats.log_likelihood),
+      "weight_scaling_rmse": flat(stats.weight_scaling_rmse),
       "train_seconds": train_seconds,
       "test_seconds": time.perf_counter() - tic,
   }
@@ -129,15 +149,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   validation_path = os.path.join(workdir, "validation.json")
   validation = reporting.load_json(validation_path)
   if validation is None:
-    members = [(s, g, p, t) for s in splits for g, (p, t) in enumerate(grid)]
-    validation = _train_and_test(config, ds, "validation", members, workdir)
-    validation["members"] = members
+    grid_index = np.tile(np.arange(len(grid)), (n_splits, 1))
+    rates = np.tile([p for p, _ in grid], (n_splits, 1))
+    taus = np.tile([t for _, t in grid], (n_splits, 1))
+    validation = _train_and_test(config, ds, "validation", splits, grid_index, rates, taus,
+                                 workdir)
+    validation["members"] = [(s, g, p, t) for s in splits for g, (p, t) in enumerate(grid)]
     io.write_json_atomic(validation_path, validation)
   val_ll = np.asarray(validation["log_likelihood"]).reshape(n_splits, len(grid))
   chosen = [int(np.argmax(row)) for row in val_ll]  # first maximum on ties
 
-  final_members = [(s, 0, *grid[g]) for s, g in zip(splits, chosen, strict=True)]
-  final = _train_and_test(config, ds, "final", final_members, workdir)
+  final = _train_and_test(
+      config, ds, "final", splits, np.asarray(chosen)[:, None],
+      np.asarray([[grid[g][0]] for g in chosen]), np.asarray([[grid[g][1]] for g in chosen]),
+      workdir)
 
   reference = uci.load_reference_results(ds.name, data_dir)
   rows = []
