@@ -97,6 +97,11 @@ def concrete_regularization(
 BATCH_NORM_PLACEMENTS = (None, "after_dropout", "before_dropout")
 
 
+def _check_batch_norm(batch_norm: str | None) -> None:
+  if batch_norm not in BATCH_NORM_PLACEMENTS:
+    raise ValueError(f"`batch_norm` must be one of {BATCH_NORM_PLACEMENTS}; got {batch_norm!r}.")
+
+
 class MLP(nnx.Module):
   """``[drop -> dense -> (BN) -> act] * depth -> drop -> dense`` with per-position rates.
 
@@ -134,8 +139,7 @@ class MLP(nnx.Module):
       rngs: nnx.Rngs,
   ):
     _check_variant(variant)
-    if batch_norm not in BATCH_NORM_PLACEMENTS:
-      raise ValueError(f"`batch_norm` must be one of {BATCH_NORM_PLACEMENTS}; got {batch_norm!r}.")
+    _check_batch_norm(batch_norm)
     if isinstance(hidden_rate, Sequence):
       rates = list(hidden_rate)
     else:
@@ -224,8 +228,7 @@ class ConvNet(nnx.Module):
       rngs: nnx.Rngs,
   ):
     _check_variant(variant)
-    if batch_norm not in BATCH_NORM_PLACEMENTS:
-      raise ValueError(f"`batch_norm` must be one of {BATCH_NORM_PLACEMENTS}; got {batch_norm!r}.")
+    _check_batch_norm(batch_norm)
     if batch_norm == "before_dropout":
       conv_rate = 0.0
     self.variant = variant
