@@ -8,6 +8,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import (
+    active_learning,
     concrete_dropout,
     ensemble_interpretation,
     mc_calibration,
@@ -16,6 +17,7 @@ from experiments import (
 )
 
 STUDIES = {
+    "active_learning": active_learning.train_and_evaluate,
     "concrete_dropout": concrete_dropout.train_and_evaluate,
     "ensemble_interpretation": ensemble_interpretation.train_and_evaluate,
     "mc_calibration": mc_calibration.train_and_evaluate,

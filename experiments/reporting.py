@@ -11,17 +11,25 @@ import ml_collections
 
 from dropjax import io
 
+# Fields that change how a run executes but not its numbers (MC samples are keyed by their
+# index, training segments by their epoch), so a resumed run may change them.
+EXECUTION_FIELDS = ("mc_chunk_size", "segment_epochs")
+
 
 def start_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Creates ``workdir`` and records the config; refuses to resume under a different config."""
+  """Creates ``workdir`` and records the config; refuses to resume under a different config.
+
+  Only the `EXECUTION_FIELDS` may differ from the recorded config; the new values are kept.
+  """
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort(sort_keys=True))
   if os.path.exists(path):
     with open(path) as f:
       previous = json.load(f)
-    if previous != current:
-      changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+    changed = sorted(k for k in set(previous) | set(current)
+                     if previous.get(k) != current.get(k) and k not in EXECUTION_FIELDS)
+    if changed:
       raise ValueError(
           f"{workdir} holds a run with a different config (fields {changed}); resuming would "
           "mix results. Use a new --workdir or delete the old one."

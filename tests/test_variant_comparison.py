@@ -52,6 +52,11 @@ def test_resuming_under_a_different_config_is_refused(tmp_path):
   with pytest.raises(ValueError, match=r"different config \(fields \['seed'\]\)"):
     variant_comparison.train_and_evaluate(config, workdir)
   assert json.load(open(os.path.join(workdir, "config.json")))["seed"] == 0
+  # How a run executes may change on resume: MC samples are keyed by index, not by chunk.
+  config.seed = 0
+  config.mc_chunk_size = 1
+  variant_comparison.train_and_evaluate(config, workdir)
+  assert json.load(open(os.path.join(workdir, "config.json")))["mc_chunk_size"] == 1
 
 
 def test_quick_option_is_the_only_option():

@@ -35,7 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.adam_eps = 1e-8
   config.length_scale = 1e-2
   config.mc_samples = 10_000
-  config.mc_chunk_size = 100
+  # Samples per vectorised chunk (execution only: sample i is keyed by i).
+  config.mc_chunk_size = 20
   # Epochs per compiled segment; a checkpoint is written after each.
   config.segment_epochs = 500
   if arg == "quick":

@@ -1,0 +1,291 @@
+"""Active learning with MC-dropout acquisition (Gal, Islam & Ghahramani 2017).
+
+Every run (acquisition function x seed) advances one round at a time in lock-step: all runs
+hold the same number of labels, so one jitted program trains every run's model from scratch
+(`jax.lax.map` over runs: a vmapped convolution with per-run weights is a grouped
+convolution, slow on XLA:CPU), one scores every run's pool subset from MC-dropout samples,
+and one evaluates them. Padded batches and a traced label count keep shapes static, so the
+three programs compile once for the whole study.
+
+Keys: round ``t`` of seed ``s`` uses ``fold_in(fold_in(key(config.seed), s), t)``, split
+into named streams. Runs that share a seed share their initial labels and, in each round,
+their initialisation, batch order and masks (common random numbers); only what they have
+labelled differs. A checkpoint after every round holds the labelled sets and the history, so
+a resumed study ends with the numbers of an uninterrupted one.
+
+Workdir: ``config.json``, ``state.npz`` (per round), ``results.json`` (test error per run
+and round, labels needed to reach each target error), ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from flax import nnx
+
+from dropjax import acquisition, io, uncertainty
+from dropjax.checkpoint import load_checkpoint, save_checkpoint
+from dropjax.data import Split, load_digits
+from dropjax.data.idx import load_idx_dataset
+from dropjax.layers import reseed
+from dropjax.mc import mc_sample
+from dropjax.models import KerasMnistCNN
+from experiments import reporting
+
+# Deterministic acquisition: max entropy of the weight-scaling prediction, no MC samples.
+DETERMINISTIC = "deterministic_entropy"
+STREAMS = ("init", "data", "dropout", "mc", "subset", "score")
+
+
+def load_pool_and_test(config: ml_collections.ConfigDict) -> tuple[Split, Split]:
+  """(pool, test): the whole training set is the pool, as in the paper."""
+  if config.dataset == "digits":
+    data = load_digits(seed=0)
+    pool = Split(np.concatenate([data.train.images, data.validation.images]),
+                 np.concatenate([data.train.labels, data.validation.labels]))
+    return pool, data.test
+  if config.dataset == "mnist":
+    data = load_idx_dataset("mnist", config.data_dir or None)
+    return data["train"], data["test"]
+  raise ValueError(f"config.dataset must be 'digits' or 'mnist'; got {config.dataset!r}.")
+
+
+def balanced_initial_labels(key: jax.Array, labels: np.ndarray, per_class: int) -> np.ndarray:
+  """``per_class`` random examples of every class (the paper's balanced start)."""
+  chosen = []
+  for c in np.unique(labels):
+    scores = jax.random.uniform(jax.random.fold_in(key, int(c)), labels.shape)
+    scores = np.where(labels == c, np.asarray(scores), -np.inf)
+    chosen.append(np.argsort(-scores, kind="stable")[:per_class])
+  return np.sort(np.concatenate(chosen)).astype(np.int32)
+
+
+def labels_to_reach(errors: np.ndarray, counts: np.ndarray, target: float) -> float | None:
+  """The first label count whose test error is at most ``target`` (None if never)."""
+  hits = np.nonzero(errors <= target)[0]
+  return int(counts[hits[0]]) if len(hits) else None
+
+
+class Programs:
+  """The study's three jitted programs over runs, built once per config."""
+
+  def __init__(self, config: ml_collections.ConfigDict, pool: Split, test: Split):
+    self.config = config
+    spatial = pool.images.shape[1]
+    self.make = lambda rngs: KerasMnistCNN(10, spatial_size=spatial, conv_rate=config.conv_rate,
+                                           dense_rate=config.dense_rate, rngs=rngs)
+    self.graphdef = nnx.graphdef(self.make(nnx.Rngs(params=0, dropout=0)))
+    self.tx = optax.adam(config.learning_rate)
+    self.pool_images = jnp.asarray(pool.images)
+    self.pool_labels = jnp.asarray(pool.labels)
+    self.test_images = jnp.asarray(test.images)
+    self.test_labels = jnp.asarray(test.labels)
+    self.train = jax.jit(lambda *a: jax.lax.map(lambda r: self._train_run(*r, a[-1]), a[:-1]))
+    self.evaluate = jax.jit(lambda states: jax.lax.map(self._test_error, states))
+    self.acquire = jax.jit(lambda *a: jax.lax.map(lambda r: self._acquire_run(*r), a))
+
+  def _model(self, state):
+    return nnx.merge(self.graphdef, *state, copy=True)
+
+  def _train_run(self, keys, labelled, num_labelled):
+    """Trains a fresh model on the first ``num_labelled`` entries of ``labelled``."""
+    config, batch = self.config, self.config.batch_size
+    _, params, rest = nnx.split(self.make(nnx.Rngs(params=keys[0], dropout=0)), nnx.Param, ...)
+    opt_state = self.tx.init(params)
+    steps_per_epoch = (num_labelled + batch - 1) // batch
+    # Keras's weight decay in the reference code: c / N on the dense kernels.
+    decay = config.weight_decay_c / num_labelled.astype(jnp.float32)
+    slots = labelled.shape[0]
+    padded = jnp.concatenate([labelled, jnp.zeros(batch, labelled.dtype)])
+
+    def loss_fn(params, rest, idx, weight, step_key):
+      model = nnx.merge(self.graphdef, params, rest, copy=True)
+      model.train()
+      reseed(model, step_key)
+      logits = model(self.pool_images[idx])
+      nll = optax.softmax_cross_entropy_with_integer_labels(logits, self.pool_labels[idx])
+      l2 = jnp.sum(model.dense1.kernel[...] ** 2) + jnp.sum(model.dense2.kernel[...] ** 2)
+      return jnp.sum(weight * nll) / jnp.sum(weight) + decay * l2
+
+    def step(t, carry):
+      params, rest, opt_state = carry
+      epoch, b = t // steps_per_epoch, t % steps_per_epoch
+      # Epoch order: the labelled slots sorted by fresh noise, empty slots last.
+      noise = jax.random.uniform(jax.random.fold_in(keys[1], epoch), (slots,))
+      order = jnp.argsort(jnp.where(jnp.arange(slots) < num_labelled, noise, 2.0))
+      order = jnp.concatenate([order, jnp.zeros(batch, order.dtype)])
+      position = b * batch + jnp.arange(batch)
+      idx = padded[jax.lax.dynamic_slice_in_dim(order, b * batch, batch)]
+      weight = (position < num_labelled).astype(jnp.float32)
+      grads = jax.grad(loss_fn)(params, rest, idx, weight, jax.random.fold_in(keys[2], t))
+      updates, opt_state = self.tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), rest, opt_state
+
+    params, rest, _ = jax.lax.fori_loop(0, config.epochs * steps_per_epoch, step,
+                                        (params, rest, opt_state))
+    return params, rest
+
+  def _test_error(self, state):
+    model = self._model(state)
+    model.eval()
+
+    def batch_errors(images_labels):
+      images, labels = images_labels
+      return jnp.sum(jnp.argmax(model(images), -1) != labels)
+
+    size = self.config.eval_batch_size
+    n = self.test_labels.shape[0] // size * size
+    images = self.test_images[:n].reshape(-1, size, *self.test_images.shape[1:])
+    errors = jax.lax.map(batch_errors, (images, self.test_labels[:n].reshape(-1, size)))
+    return errors.sum() / n
+
+  def _acquire_run(self, state, keys, function_index, available):
+    """Scores a random pool subset with the run's function; returns the pool indices chosen."""
+    config = self.config
+    subset_scores = jax.random.uniform(keys[4], available.shape)
+    subset = acquisition.select_top(subset_scores, available, config.pool_subset)
+    model = self._model(state)
+    model.eval()
+    features = model.features(self.pool_images[subset])
+    deterministic = jax.nn.softmax(model.head(features))[None]
+
+    def forward(key, h):
+      m = self._model(state)
+      m.train()
+      reseed(m, key)
+      return jax.nn.softmax(m.head(h))
+
+    # The convolutions come before the first dropout: computed once, not per sample.
+    samples = mc_sample(forward, keys[3], features, config.mc_samples,
+                        chunk_size=config.mc_chunk_size)
+    scores = [acquisition.acquisition_score(name)(keys[5], samples)
+              for name in acquisition.ACQUISITION_FUNCTIONS]
+    scores.append(uncertainty.predictive_entropy(deterministic))
+    chosen = acquisition.select_top(jnp.stack(scores)[function_index],
+                                    jnp.ones(subset.shape, bool), config.acquisition_size)
+    return subset[chosen]
+
+
+def _function_names(config) -> list[str]:
+  known = [*acquisition.ACQUISITION_FUNCTIONS, DETERMINISTIC]
+  for name in config.acquisition_functions:
+    if name not in known:
+      raise ValueError(f"config.acquisition_functions: {name!r} is not one of {known}.")
+  return list(config.acquisition_functions)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs every acquisition function for every seed; returns the curves and label counts."""
+  names = _function_names(config)
+  reporting.start_workdir(config, workdir)
+  results_path = os.path.join(workdir, "results.json")
+  finished = reporting.load_json(results_path)
+  if finished is not None:
+    return finished
+  known = [*acquisition.ACQUISITION_FUNCTIONS, DETERMINISTIC]
+  runs = [(name, seed) for name in names for seed in range(config.num_seeds)]
+  pool, test = load_pool_and_test(config)
+  if config.test_size:
+    test = Split(test.images[:config.test_size], test.labels[:config.test_size])
+  programs = Programs(config, pool, test)
+  max_labels = config.initial_per_class * 10 + config.acquisition_size * config.rounds
+  if max_labels + config.pool_subset > len(pool.labels):
+    raise ValueError(f"The pool ({len(pool.labels)} examples) is too small for {max_labels} "
+                     f"labels plus a subset of {config.pool_subset}.")
+
+  root = jax.random.key(config.seed)
+  seed_keys = [jax.random.fold_in(root, s) for s in range(config.num_seeds)]
+  initial = [balanced_initial_labels(jax.random.fold_in(k, 10**6), np.asarray(pool.labels),
+                                     config.initial_per_class) for k in seed_keys]
+  labelled = np.zeros((len(runs), max_labels), np.int32)
+  for r, (_, seed) in enumerate(runs):
+    labelled[r, :len(initial[seed])] = initial[seed]
+  num_labelled = len(initial[0])
+  history: dict[str, Any] = {"labels": [], "test_error": [], "round_seconds": []}
+  state_path = os.path.join(workdir, "state.npz")
+  first_round = 0
+  if os.path.exists(state_path):
+    trees, meta = load_checkpoint(state_path, {"labelled": labelled})
+    labelled, history = np.array(trees["labelled"]), meta["history"]
+    first_round, num_labelled = meta["round"], meta["num_labelled"]
+    logging.info("active learning: resuming at round %d (%d labels)", first_round, num_labelled)
+
+  function_index = jnp.asarray([known.index(name) for name, _ in runs])
+  start = time.perf_counter()
+  for t in range(first_round, config.rounds + 1):
+    tic = time.perf_counter()
+    keys = jnp.stack([
+        jax.random.split(jax.random.fold_in(seed_keys[seed], t), len(STREAMS))
+        for _, seed in runs])
+    states = programs.train(keys, jnp.asarray(labelled), jnp.int32(num_labelled))
+    errors = np.asarray(programs.evaluate(states))
+    history["labels"].append(num_labelled)
+    history["test_error"].append(errors.tolist())
+    if t < config.rounds:
+      available = np.ones((len(runs), len(pool.labels)), bool)
+      for r in range(len(runs)):
+        available[r, labelled[r, :num_labelled]] = False
+      chosen = np.asarray(programs.acquire(states, keys, function_index, jnp.asarray(available)))
+      labelled[:, num_labelled:num_labelled + config.acquisition_size] = chosen
+      num_labelled += config.acquisition_size
+    history["round_seconds"].append(time.perf_counter() - tic)
+    save_checkpoint(state_path, {"labelled": labelled},
+                    {"history": history, "round": t + 1, "num_labelled": num_labelled})
+    done = t + 1 - first_round
+    logging.info("round %d/%d: %d labels, test error %s, ETA %.0fs", t, config.rounds,
+                 history["labels"][-1], np.round(errors, 4).tolist(),
+                 (time.perf_counter() - start) / done * (config.rounds - t))
+
+  results = summarise(config, runs, history)
+  results["labelled"] = labelled.tolist()
+  results["seconds"] = float(np.sum(history["round_seconds"]))
+  io.write_json_atomic(results_path, results)
+  io.write_csv_atomic(os.path.join(workdir, "labels_to_reach.csv"), results["rows"])
+  _plot(config, results, os.path.join(workdir, "curves.png"))
+  return results
+
+
+def summarise(config, runs, history) -> dict[str, Any]:
+  """Per function: mean and std over seeds of the error curve and of the labels needed."""
+  counts = np.asarray(history["labels"])
+  errors = np.asarray(history["test_error"])  # (rounds + 1, runs)
+  curves, rows = {}, []
+  for name in dict.fromkeys(n for n, _ in runs):
+    columns = [r for r, (n, _) in enumerate(runs) if n == name]
+    curves[name] = {"mean": errors[:, columns].mean(1).tolist(),
+                    "std": errors[:, columns].std(1).tolist()}
+    row: dict[str, Any] = {"function": name, "seeds": len(columns),
+                           "final_error": float(errors[-1, columns].mean())}
+    for target in config.target_errors:
+      reached = [labels_to_reach(errors[:, c], counts, target) for c in columns]
+      hit = [v for v in reached if v is not None]
+      row[f"labels_to_{target:g}"] = float(np.mean(hit)) if len(hit) == len(reached) else None
+      row[f"labels_to_{target:g}_reached"] = f"{len(hit)}/{len(reached)}"
+    rows.append(row)
+  return {"labels": counts.tolist(), "curves": curves, "rows": rows,
+          "summary": {r["function"]: r["final_error"] for r in rows}}
+
+
+def _plot(config, results, path) -> None:
+  plt = reporting.pyplot()
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  counts = np.asarray(results["labels"])
+  for name, curve in results["curves"].items():
+    mean, std = np.asarray(curve["mean"]), np.asarray(curve["std"])
+    ax.plot(counts, 100 * mean, label=name)
+    ax.fill_between(counts, 100 * (mean - std), 100 * (mean + std), alpha=0.2)
+  for target in config.target_errors:
+    ax.axhline(100 * target, color="gray", lw=0.5, ls="--")
+  ax.set_xlabel("labelled images")
+  ax.set_ylabel("test error (%)")
+  ax.set_title(f"Active learning on {config.dataset} (band: std over {config.num_seeds} seeds)")
+  ax.legend(fontsize=8)
+  reporting.save_figure(fig, path)

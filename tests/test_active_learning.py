@@ -1,0 +1,121 @@
+"""Acquisition functions against direct computations, and the active-learning study."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dropjax import acquisition
+from experiments import active_learning
+from experiments.configs import active_learning as config_lib
+
+
+def _samples(seed=0, s=30, n=40, c=5):
+  logits = np.random.default_rng(seed).normal(size=(s, n, c)) * 2
+  return np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+
+
+def test_scores_match_numpy():
+  p = _samples()
+  mean = p.mean(0)
+  entropy = -(mean * np.log(mean)).sum(-1)
+  expected_entropy = -(p * np.log(p)).sum(-1).mean(0)
+  votes = np.stack([np.bincount(row, minlength=5) for row in p.argmax(-1).T])
+  key = jax.random.key(0)
+  np.testing.assert_allclose(acquisition.max_entropy(key, p), entropy, rtol=1e-5)
+  np.testing.assert_allclose(acquisition.bald(key, p), entropy - expected_entropy, atol=1e-5)
+  np.testing.assert_allclose(acquisition.variation_ratios(key, p), 1 - votes.max(1) / 30,
+                             rtol=1e-6)
+  np.testing.assert_allclose(acquisition.mean_std(key, p), p.std(0).mean(-1), rtol=1e-4)
+
+
+def test_epistemic_scores_vanish_when_samples_agree_and_entropy_does_not():
+  agreeing = np.broadcast_to(_samples(1, s=1), (30, 40, 5))
+  key = jax.random.key(0)
+  for name in ("bald", "variation_ratios", "mean_std"):
+    # float32 cancellation in H[mean] - mean H leaves ~1e-6.
+    np.testing.assert_allclose(acquisition.acquisition_score(name)(key, agreeing), 0, atol=1e-5)
+  assert np.all(acquisition.max_entropy(key, agreeing) > 0)
+  disagreeing = _samples(2)
+  assert np.all(acquisition.bald(key, disagreeing) > 1e-3)
+
+
+def test_random_scores_are_uniform_and_keyed():
+  p = np.zeros((2, 20_000, 3))
+  a = acquisition.random_scores(jax.random.key(0), p)
+  b = acquisition.random_scores(jax.random.key(1), p)
+  assert a.shape == (20_000,) and not np.array_equal(a, b)
+  # Mean of U(0, 1): 0.5 with standard error sqrt(1/12 / n); 5 s.e.
+  assert abs(float(a.mean()) - 0.5) < 5 * np.sqrt(1 / 12 / 20_000)
+
+
+def test_select_top_skips_unavailable_and_breaks_ties_by_index():
+  scores = jnp.array([0.3, 0.9, 0.3, 0.3, 0.1])
+  available = jnp.array([True, False, True, True, True])
+  np.testing.assert_array_equal(acquisition.select_top(scores, available, 3), [0, 2, 3])
+
+
+def test_unknown_function_is_named(tmp_path):
+  with pytest.raises(ValueError, match="acquisition function must be one of"):
+    acquisition.acquisition_score("entropy")
+  config = config_lib.get_config("quick")
+  config.acquisition_functions = ("bald", "margin")
+  with pytest.raises(ValueError, match="'margin' is not one of"):
+    active_learning.train_and_evaluate(config, str(tmp_path))
+
+
+def test_balanced_initial_labels():
+  labels = np.repeat(np.arange(10), 50)
+  chosen = active_learning.balanced_initial_labels(jax.random.key(0), labels, 2)
+  np.testing.assert_array_equal(np.bincount(labels[chosen]), np.full(10, 2))
+  again = active_learning.balanced_initial_labels(jax.random.key(0), labels, 2)
+  np.testing.assert_array_equal(chosen, again)
+
+
+def test_labels_to_reach():
+  errors = np.array([0.5, 0.2, 0.09, 0.12, 0.04])
+  counts = np.array([20, 30, 40, 50, 60])
+  assert active_learning.labels_to_reach(errors, counts, 0.10) == 40
+  assert active_learning.labels_to_reach(errors, counts, 0.01) is None
+
+
+class _Interrupted(Exception):
+  pass
+
+
+@pytest.mark.slow
+def test_quick_study_resumes_exactly_and_runs_do_not_interact(tmp_path, monkeypatch):
+  config = config_lib.get_config("quick")
+  whole = active_learning.train_and_evaluate(config, str(tmp_path / "whole"))
+  assert whole["labels"] == [20, 30, 40]
+  for row in whole["labelled"]:  # no example is acquired twice
+    assert len(set(row)) == len(row) == 40
+  runs = list(config.acquisition_functions)
+  # Round 0 trains on the same labels with the same keys in every run.
+  first = np.asarray(whole["curves"][runs[0]]["mean"])[0]
+  assert all(whole["curves"][r]["mean"][0] == first for r in runs)
+
+  real_save = active_learning.save_checkpoint
+  calls = []
+
+  def save_then_stop(*args, **kwargs):
+    real_save(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == 1:
+      raise _Interrupted
+
+  monkeypatch.setattr(active_learning, "save_checkpoint", save_then_stop)
+  with pytest.raises(_Interrupted):
+    active_learning.train_and_evaluate(config, str(tmp_path / "resumed"))
+  resumed = active_learning.train_and_evaluate(config, str(tmp_path / "resumed"))
+  assert resumed["labelled"] == whole["labelled"]
+  assert resumed["curves"] == whole["curves"]
+
+  # A run's labels and errors do not depend on which other runs share the program.
+  monkeypatch.setattr(active_learning, "save_checkpoint", real_save)
+  alone = config_lib.get_config("quick")
+  alone.acquisition_functions = ("random",)
+  single = active_learning.train_and_evaluate(alone, str(tmp_path / "alone"))
+  assert single["labelled"][0] == whole["labelled"][runs.index("random")]
+  np.testing.assert_allclose(single["curves"]["random"]["mean"],
+                             whole["curves"]["random"]["mean"], atol=1e-6)
