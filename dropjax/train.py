@@ -21,7 +21,7 @@ from flax import nnx
 
 from dropjax.checkpoint import load_checkpoint, save_checkpoint
 from dropjax.data import Split
-from dropjax.layers import reseed
+from dropjax.layers import Rate, reseed
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -33,6 +33,29 @@ def kernel_l2(model: nnx.Module) -> jax.Array:
     if isinstance(param, nnx.Param) and path and path[-1] == "kernel":
       total = total + jnp.sum(jnp.square(param[...]))
   return total
+
+
+def max_norm_projection(model: nnx.Module, max_norm: float) -> None:
+  """Rescales, in place, every unit's incoming weights to an L2 norm of at most ``max_norm``.
+
+  A unit's incoming weights are a kernel's slice along its last (output) axis, so this
+  serves dense ``(in, out)`` and convolution ``(h, w, in, out)`` kernels alike. Biases are
+  not constrained.
+
+  References:
+    Srivastava et al. "Dropout: a simple way to prevent neural networks from overfitting."
+    JMLR 15, 2014, section 5.1 (dropout + max-norm was their best MNIST regulariser).
+  """
+  for path, param in nnx.iter_graph(model):
+    if isinstance(param, nnx.Param) and path and path[-1] == "kernel":
+      kernel = param[...]
+      norms = jnp.sqrt(jnp.sum(jnp.square(kernel), axis=tuple(range(kernel.ndim - 1))))
+      param[...] = kernel * jnp.minimum(1.0, max_norm / jnp.maximum(norms, 1e-12))
+
+
+def rate_variables(model: nnx.Module) -> list[Rate]:
+  """The model's array rates (`dropjax.layers.Rate` state), in graph order."""
+  return [v for _, v in nnx.iter_graph(model) if isinstance(v, Rate)]
 
 
 def classification_loss(
@@ -75,6 +98,8 @@ def fit_classifier(
     dropout_regularizer: float = 0.0,
     validation: Split | None = None,
     patience: int | None = None,
+    max_norm: float | None = None,
+    rate_scale: Callable[[jax.Array], jax.Array] | None = None,
     checkpoint_path: str | None = None,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
@@ -97,6 +122,12 @@ def fit_classifier(
     validation: a held-out split; its deterministic NLL is recorded after every epoch.
     patience: with ``validation``, stop after this many epochs without a better NLL and
       restore the best epoch's weights (early stopping).
+    max_norm: if set, every unit's incoming weights are projected to this L2 norm after
+      every step (`max_norm_projection`).
+    rate_scale: a schedule ``step -> factor`` (e.g. from `dropjax.schedules`): step t
+      trains with every array rate (`rate_variables`) at ``factor(t)`` times its value at
+      the start. The rates are traced, so no step recompiles; they are restored to their
+      starting values when training ends (MC dropout then samples at those rates).
     checkpoint_path: an ``.npz`` written atomically after every epoch; if it exists when
       training starts, training resumes from it.
     progress: called after every epoch with the epoch's statistics.
@@ -117,12 +148,23 @@ def fit_classifier(
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   model.train()
 
+  if rate_scale is not None and not rate_variables(model):
+    raise ValueError("`rate_scale` needs a model built with array rates (e.g. "
+                     "`jnp.asarray(0.5)`), which layers hold as `Rate` state; this one has none.")
+  base_rates = [jnp.copy(v[...]) for v in rate_variables(model)]
+
   @nnx.jit
-  def train_step(model, optimizer, images, labels, step_key):
+  def train_step(model, optimizer, images, labels, step_key, step):
     reseed(model, step_key)
+    if rate_scale is not None:
+      factor = rate_scale(step)
+      for variable, base in zip(rate_variables(model), base_rates, strict=True):
+        variable[...] = base * factor
     loss, grads = nnx.value_and_grad(classification_loss)(
         model, images, labels, weight_regularizer, dropout_regularizer, l2)
     optimizer.update(model, grads)
+    if max_norm is not None:
+      max_norm_projection(model, max_norm)
     return loss
 
   history: dict[str, Any] = {"loss": [], "val_nll": [], "epoch_seconds": [], "best_epoch": None,
@@ -149,7 +191,8 @@ def fit_classifier(
     for b in range(steps_per_epoch):
       idx = order[b * batch_size : (b + 1) * batch_size]
       step = epoch * steps_per_epoch + b
-      losses.append(step_fn(images[idx], labels[idx], jax.random.fold_in(dropout_key, step)))
+      losses.append(step_fn(images[idx], labels[idx], jax.random.fold_in(dropout_key, step),
+                            jnp.int32(step)))
     history["loss"].append(float(jnp.mean(jnp.stack(losses))))
     if validation is not None:
       val_nll = _validation_nll(model, validation)
@@ -174,6 +217,8 @@ def fit_classifier(
                 "eta_seconds": elapsed / done * (epochs - epoch - 1)})
   if patience is not None:
     nnx.update(model, best_state)
+  for variable, base in zip(rate_variables(model), base_rates, strict=True):
+    variable[...] = base
   history["steps"] = len(history["loss"]) * steps_per_epoch
   return history
 

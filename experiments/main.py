@@ -12,6 +12,7 @@ from experiments import (
     concrete_dropout,
     ensemble_interpretation,
     mc_calibration,
+    regularizers,
     uci,
     variant_comparison,
 )
@@ -21,6 +22,7 @@ STUDIES = {
     "concrete_dropout": concrete_dropout.train_and_evaluate,
     "ensemble_interpretation": ensemble_interpretation.train_and_evaluate,
     "mc_calibration": mc_calibration.train_and_evaluate,
+    "regularizers": regularizers.train_and_evaluate,
     "uci": uci.train_and_evaluate,
     "variant_comparison": variant_comparison.train_and_evaluate,
 }
