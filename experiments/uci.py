@@ -127,6 +127,7 @@ def _train_and_test(
       "mc_rmse": flat(stats.mc_rmse),
       "log_likelihood": flat(stats.log_likelihood),
       "weight_scaling_rmse": flat(stats.weight_scaling_rmse),
+      "coverage": np.asarray(stats.coverage).tolist(),  # (models, levels)
       "train_seconds": train_seconds,
       "test_seconds": time.perf_counter() - tic,
   }
@@ -177,7 +178,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   for i, s in enumerate(splits):
     row = {"split": s, "rate": grid[chosen[i]][0], "tau": grid[chosen[i]][1],
            "mc_rmse": final["mc_rmse"][i], "log_likelihood": final["log_likelihood"][i],
-           "weight_scaling_rmse": final["weight_scaling_rmse"][i]}
+           "weight_scaling_rmse": final["weight_scaling_rmse"][i],
+           **{f"coverage_{level:g}": final["coverage"][i][j]
+              for j, level in enumerate(regression.COVERAGE_LEVELS)}}
     if reference is not None:
       row |= {"reference_rate": float(reference.rate[s]), "reference_tau": float(reference.tau[s]),
               "reference_mc_rmse": float(reference.mc_rmse[s]),
@@ -190,6 +193,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "mc_rmse": _mean_se(final["mc_rmse"]),
       "log_likelihood": _mean_se(final["log_likelihood"]),
       "weight_scaling_rmse": _mean_se(final["weight_scaling_rmse"]),
+      # Fraction of test targets inside the central predictive interval, per level.
+      "coverage": {f"{level:g}": _mean_se([c[j] for c in final["coverage"]])
+                   for j, level in enumerate(regression.COVERAGE_LEVELS)},
       "seconds": {"validation_train": validation["train_seconds"],
                   "validation_test": validation["test_seconds"],
                   "final_train": final["train_seconds"], "final_test": final["test_seconds"],

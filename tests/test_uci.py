@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from scipy.special import logsumexp
+from scipy.stats import norm
 
 from dropjax import regression
 from dropjax.data import uci
@@ -41,6 +42,11 @@ def test_mc_statistics_match_a_direct_numpy_computation():
   ws = np.asarray(regression.regressor_forward(params, None, x, rate, deterministic=True))
   np.testing.assert_allclose(stats.weight_scaling_rmse,
                              np.sqrt(np.mean((ws * y_std + y_mean - target) ** 2)), rtol=1e-5)
+  std = np.sqrt(samples.var(0) + 1 / tau)
+  for level, coverage in zip(regression.COVERAGE_LEVELS, stats.coverage, strict=True):
+    z = norm.ppf(0.5 + level / 2)
+    np.testing.assert_allclose(coverage, np.mean(np.abs(target - samples.mean(0)) <= z * std),
+                               atol=1.5 / len(target))  # one boundary point either way
   # The chunking of the samples does not matter.
   other = regression.mc_regression_stats(params, key, x, target, rate, tau, y_mean, y_std,
                                          num_samples=60, chunk_size=60)
