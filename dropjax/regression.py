@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dropjax.concrete import concrete_dropout, concrete_dropout_regularizer
 from dropjax.metrics import interval_coverage
 from dropjax.ops import dropout
 
@@ -64,6 +65,20 @@ def init_state(key: jax.Array, in_features: int, hidden: int,
   return TrainState(params, tx.init(params))
 
 
+LossFn = Any  # (params, key, x_batch, y_batch, weight) -> scalar
+
+
+def mse_loss(rate: Any, l2: Any) -> LossFn:
+  """The reference code's loss: weighted MSE on the standardised target + L2 on kernels."""
+
+  def loss_fn(params, key, xb, yb, weight):
+    pred = regressor_forward(params, key, xb, rate)
+    mse = jnp.sum(weight * (pred - yb) ** 2) / jnp.sum(weight)
+    return mse + l2 * (jnp.sum(params["w1"] ** 2) + jnp.sum(params["w2"] ** 2))
+
+  return loss_fn
+
+
 def train_epochs(
     state: TrainState,
     keys: tuple[jax.Array, jax.Array],
@@ -78,11 +93,39 @@ def train_epochs(
     tx: optax.GradientTransformation,
     unroll: int = 1,
 ) -> tuple[TrainState, jax.Array]:
+  """`train_epochs_with_loss` with the reference code's `mse_loss` (rate and L2 traceable)."""
+  return train_epochs_with_loss(state, keys, x, y, mse_loss(rate, l2), first_epoch,
+                                num_epochs=num_epochs, batch_size=batch_size, tx=tx,
+                                unroll=unroll)
+
+
+def train_epochs_with_loss(
+    state: TrainState,
+    keys: tuple[jax.Array, jax.Array],
+    x: jax.Array,
+    y: jax.Array,
+    loss_fn: LossFn,
+    first_epoch: Any,
+    *,
+    num_epochs: int,
+    batch_size: int,
+    tx: optax.GradientTransformation,
+    unroll: int = 1,
+) -> tuple[TrainState, jax.Array]:
   """Runs ``num_epochs`` epochs from ``first_epoch`` (one model; vmap it for many).
 
   Epoch e shuffles with ``fold_in(shuffle_key, e)``; like Keras, every epoch ends with the
   partial batch (padded and masked here, so shapes stay static). Step t draws its masks from
   ``fold_in(dropout_key, t)``: training split into segments (for checkpoints) equals one run.
+
+  Args:
+    state: parameters and optimizer state.
+    keys: ``(shuffle_key, dropout_key)``.
+    x, y: the training set (standardised).
+    loss_fn: ``(params, key, x_batch, y_batch, weight) -> scalar``; ``weight`` is 0 on the
+      padding of the last batch.
+    first_epoch: the epoch to start from (traced; resuming passes the checkpoint's).
+    num_epochs, batch_size, tx, unroll: static settings.
 
   Returns:
     The new state and the per-epoch mean training loss.
@@ -91,11 +134,6 @@ def train_epochs(
   n = x.shape[0]
   steps = -(-n // batch_size)
   padded = steps * batch_size
-
-  def loss_fn(params, key, xb, yb, weight):
-    pred = regressor_forward(params, key, xb, rate)
-    mse = jnp.sum(weight * (pred - yb) ** 2) / jnp.sum(weight)
-    return mse + l2 * (jnp.sum(params["w1"] ** 2) + jnp.sum(params["w2"] ** 2))
 
   def epoch_body(state, epoch):
     order = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
@@ -166,34 +204,150 @@ def mc_regression_stats(
     `MCRegressionStats` with the RMSE of the MC mean, the test log-likelihood, the
     RMSE of the deterministic (weight-scaling) prediction and the interval coverage.
   """
+  deterministic = regressor_forward(params, None, x, rate, deterministic=True) * y_std + y_mean
+
+  def sample(key):
+    preds = regressor_forward(params, key, x, rate) * y_std + y_mean
+    return preds, -0.5 * tau * (y - preds) ** 2, jnp.zeros_like(preds)
+
+  mc_mean, variance, log_mean_density = _stream_samples(
+      sample, key, deterministic, num_samples, chunk_size)
+  variance = variance + 1.0 / tau
+  ll = log_mean_density - 0.5 * np.log(2 * np.pi) + 0.5 * jnp.log(tau)
+  return MCRegressionStats(
+      mc_rmse=jnp.sqrt(jnp.mean((y - mc_mean) ** 2)),
+      log_likelihood=jnp.mean(ll),
+      coverage=interval_coverage(mc_mean, jnp.sqrt(variance), y, COVERAGE_LEVELS),
+      weight_scaling_rmse=jnp.sqrt(jnp.mean((y - deterministic) ** 2)),
+  )
+
+
+def _stream_samples(sample, key, reference, num_samples, chunk_size):
+  """Streams ``sample(fold_in(key, i))`` over chunks of samples.
+
+  ``sample`` returns ``(prediction, log_term, noise_variance)``, each ``(N,)``. Returns the
+  MC mean prediction, its variance over samples plus the mean noise variance, and
+  ``logsumexp_i(log_term_i) - log T`` per point; memory is ``chunk_size x N``.
+  """
   if num_samples % chunk_size:
     raise ValueError(f"`num_samples`={num_samples} must be a multiple of "
                      f"`chunk_size`={chunk_size}.")
-  n = y.shape[0]
+  n = reference.shape[0]
+
   # Sums of deviations from the deterministic prediction: sums of squared raw predictions
   # lose the variance to float32 rounding when the target's mean is large (Power: ~450).
-  deterministic = regressor_forward(params, None, x, rate, deterministic=True) * y_std + y_mean
-
   def chunk(carry, indices):
-    total, total_sq, running_max, running_sum = carry
+    total, total_sq, noise, running_max, running_sum = carry
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(indices)
-    preds = jax.vmap(lambda k: regressor_forward(params, k, x, rate))(keys) * y_std + y_mean
-    deviations = preds - deterministic[None]
-    terms = -0.5 * tau * (y[None] - preds) ** 2
+    preds, terms, noise_variance = jax.vmap(sample)(keys)
+    deviations = preds - reference[None]
     new_max = jnp.maximum(running_max, terms.max(0))
     running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.exp(
         terms - new_max).sum(0)
-    return (total + deviations.sum(0), total_sq + (deviations**2).sum(0), new_max,
-            running_sum), None
+    return (total + deviations.sum(0), total_sq + (deviations**2).sum(0),
+            noise + noise_variance.sum(0), new_max, running_sum), None
 
-  init = (jnp.zeros(n), jnp.zeros(n), jnp.full(n, -jnp.inf), jnp.zeros(n))
+  init = (jnp.zeros(n), jnp.zeros(n), jnp.zeros(n), jnp.full(n, -jnp.inf), jnp.zeros(n))
   indices = jnp.arange(num_samples).reshape(-1, chunk_size)
-  (total, total_sq, running_max, running_sum), _ = jax.lax.scan(chunk, init, indices)
+  (total, total_sq, noise, running_max, running_sum), _ = jax.lax.scan(chunk, init, indices)
   mean_deviation = total / num_samples
-  mc_mean = deterministic + mean_deviation
-  variance = jnp.maximum(total_sq / num_samples - mean_deviation**2, 0.0) + 1.0 / tau
-  ll = (running_max + jnp.log(running_sum) - np.log(num_samples) - 0.5 * np.log(2 * np.pi)
-        + 0.5 * jnp.log(tau))
+  variance = jnp.maximum(total_sq / num_samples - mean_deviation**2, 0.0) + noise / num_samples
+  log_mean = running_max + jnp.log(running_sum) - np.log(num_samples)
+  return reference + mean_deviation, variance, log_mean
+
+
+# Concrete dropout on the same network (Gal, Hron & Kendall 2017): learned rates on the
+# input and the hidden layer, and a heteroscedastic head (mean, log-variance) as in the
+# reference notebook, so no tau has to be searched.
+
+
+def init_concrete_regressor(key: jax.Array, in_features: int, hidden: int,
+                            init_rate: float = 0.1) -> Params:
+  """Glorot kernels, zero biases, both rates at ``init_rate`` (logits are trained)."""
+  k1, k2, k3 = jax.random.split(key, 3)
+  base = init_regressor(k1, in_features, hidden)
+  mean_head = init_regressor(k2, in_features, hidden)["w2"]
+  log_var_head = init_regressor(k3, in_features, hidden)["w2"]
+  logit = jnp.float32(np.log(init_rate) - np.log1p(-init_rate))
+  return {"w1": base["w1"], "b1": base["b1"], "w_mean": mean_head, "b_mean": jnp.zeros(1),
+          "w_log_var": log_var_head, "b_log_var": jnp.zeros(1), "logit_input": logit,
+          "logit_hidden": logit}
+
+
+def concrete_rates(params: Params) -> tuple[jax.Array, jax.Array]:
+  """The learned (input, hidden) dropout rates."""
+  return jax.nn.sigmoid(params["logit_input"]), jax.nn.sigmoid(params["logit_hidden"])
+
+
+def concrete_regressor_forward(params: Params, key: jax.Array | None, x: jax.Array, *,
+                               temperature: float = 0.1,
+                               deterministic: bool = False) -> tuple[jax.Array, jax.Array]:
+  """``concrete(x) -> dense -> relu -> concrete -> (mean, log-variance)``, each ``(batch,)``."""
+  k_in, k_hidden = jax.random.split(key) if key is not None else (None, None)
+  p_in, p_hidden = concrete_rates(params)
+  h = concrete_dropout(k_in, x, p_in, temperature=temperature, deterministic=deterministic)
+  h = jax.nn.relu(h @ params["w1"] + params["b1"])
+  h = concrete_dropout(k_hidden, h, p_hidden, temperature=temperature,
+                       deterministic=deterministic)
+  return ((h @ params["w_mean"] + params["b_mean"])[..., 0],
+          (h @ params["w_log_var"] + params["b_log_var"])[..., 0])
+
+
+def concrete_loss(n_train: int, length_scale: float, temperature: float = 0.1) -> LossFn:
+  """Heteroscedastic NLL (up to constants) + the Concrete penalties of both layers.
+
+  ``weight_regularizer = l**2 / N`` and ``dropout_regularizer = 2 / N``: the reference
+  notebook's choice for this loss.
+  """
+  wr, dr = length_scale**2 / n_train, 2.0 / n_train
+
+  def loss_fn(params, key, xb, yb, weight):
+    mean, log_var = concrete_regressor_forward(params, key, xb, temperature=temperature)
+    nll = jnp.sum(weight * (jnp.exp(-log_var) * (yb - mean) ** 2 + log_var)) / jnp.sum(weight)
+    p_in, p_hidden = concrete_rates(params)
+    penalty = (
+        concrete_dropout_regularizer(params["w1"], p_in, input_dim=xb.shape[-1],
+                                     weight_regularizer=wr, dropout_regularizer=dr)
+        + concrete_dropout_regularizer((params["w_mean"], params["w_log_var"]), p_hidden,
+                                       input_dim=params["w1"].shape[1],
+                                       weight_regularizer=wr, dropout_regularizer=dr))
+    return nll + penalty
+
+  return loss_fn
+
+
+def mc_concrete_stats(
+    params: Params,
+    key: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    y_mean: Any,
+    y_std: Any,
+    *,
+    temperature: float = 0.1,
+    num_samples: int,
+    chunk_size: int,
+) -> MCRegressionStats:
+  """As `mc_regression_stats` for the heteroscedastic concrete regressor.
+
+  Sample t predicts ``N(mu_t, sigma_t**2)``; the log-likelihood is that of the mixture,
+  ``logsumexp_t log N(y; mu_t, sigma_t**2) - log T``, and intervals use the moment-matched
+  ``N(mean_t mu_t, var_t mu_t + mean_t sigma_t**2)``, all in original units.
+  """
+  def in_units(mean, log_var):
+    return mean * y_std + y_mean, jnp.exp(log_var) * y_std**2
+
+  deterministic, _ = in_units(*concrete_regressor_forward(
+      params, None, x, temperature=temperature, deterministic=True))
+
+  def sample(key):
+    mean, variance = in_units(*concrete_regressor_forward(params, key, x,
+                                                          temperature=temperature))
+    return mean, -0.5 * (y - mean) ** 2 / variance - 0.5 * jnp.log(variance), variance
+
+  mc_mean, variance, log_mean_density = _stream_samples(
+      sample, key, deterministic, num_samples, chunk_size)
+  ll = log_mean_density - 0.5 * np.log(2 * np.pi)
   return MCRegressionStats(
       mc_rmse=jnp.sqrt(jnp.mean((y - mc_mean) ** 2)),
       log_likelihood=jnp.mean(ll),

@@ -14,6 +14,7 @@ from experiments import (
     mc_calibration,
     regularizers,
     uci,
+    uci_concrete,
     variant_comparison,
 )
 
@@ -24,6 +25,7 @@ STUDIES = {
     "mc_calibration": mc_calibration.train_and_evaluate,
     "regularizers": regularizers.train_and_evaluate,
     "uci": uci.train_and_evaluate,
+    "uci_concrete": uci_concrete.train_and_evaluate,
     "variant_comparison": variant_comparison.train_and_evaluate,
 }
 

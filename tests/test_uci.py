@@ -13,7 +13,9 @@ from scipy.stats import norm
 from dropjax import regression
 from dropjax.data import uci
 from experiments import uci as uci_experiment
+from experiments import uci_concrete
 from experiments.configs import uci as uci_config
+from experiments.configs import uci_concrete as uci_concrete_config
 
 TX = regression.make_optimizer(1e-3)
 
@@ -118,4 +120,49 @@ def test_quick_run_end_to_end_selects_the_argmax_and_resumes(data_dir, tmp_path)
   os.remove(os.path.join(folder, "results.json"))
   os.remove(os.path.join(folder, "final.npz"))
   again = uci_experiment.train_and_evaluate(config, workdir)
+  assert again["rows"] == summary["rows"]
+
+
+def test_concrete_stats_match_a_direct_numpy_computation():
+  x, y = _toy()
+  params = regression.init_concrete_regressor(jax.random.key(0), 4, 16, init_rate=0.2)
+  key, y_mean, y_std = jax.random.key(1), 3.0, 1.5
+  target = np.asarray(y) * y_std + y_mean
+  stats = regression.mc_concrete_stats(params, key, x, jnp.asarray(target), y_mean, y_std,
+                                       num_samples=60, chunk_size=20)
+  outs = [regression.concrete_regressor_forward(params, jax.random.fold_in(key, i), x)
+          for i in range(60)]
+  mu = np.stack([np.asarray(m) for m, _ in outs]) * y_std + y_mean
+  var = np.exp(np.stack([np.asarray(v) for _, v in outs])) * y_std**2
+  log_density = -0.5 * (target - mu) ** 2 / var - 0.5 * np.log(2 * np.pi * var)
+  ll = np.mean(logsumexp(log_density, axis=0) - np.log(60))
+  np.testing.assert_allclose(stats.log_likelihood, ll, rtol=1e-5)
+  np.testing.assert_allclose(stats.mc_rmse, np.sqrt(np.mean((mu.mean(0) - target) ** 2)),
+                             rtol=1e-5)
+  std = np.sqrt(mu.var(0) + var.mean(0))
+  z = norm.ppf(0.975)
+  np.testing.assert_allclose(stats.coverage[-1],
+                             np.mean(np.abs(target - mu.mean(0)) <= z * std), atol=1.5 / 150)
+
+
+def test_concrete_loss_trains_both_rates():
+  x, y = _toy()
+  params = regression.init_concrete_regressor(jax.random.key(0), 4, 16)
+  loss_fn = regression.concrete_loss(150, 1e-2)
+  grads = jax.grad(loss_fn)(params, jax.random.key(1), x, y, jnp.ones(150))
+  for name in ("logit_input", "logit_hidden"):
+    assert np.isfinite(grads[name]) and grads[name] != 0
+  np.testing.assert_allclose(regression.concrete_rates(params), [0.1, 0.1], rtol=1e-6)
+
+
+def test_concrete_quick_run_learns_rates_and_resumes(data_dir, tmp_path):
+  config = uci_concrete_config.get_config("quick")
+  config.data_dir = data_dir
+  summary = uci_concrete.train_and_evaluate(config, str(tmp_path))
+  assert summary["n_splits"] == 2 and np.isfinite(summary["log_likelihood"][0])
+  for row in summary["rows"]:
+    assert 0 < row["rate_input"] < 1 and 0 < row["rate_hidden"] < 1
+    assert row["rate_input"] != pytest.approx(0.1, abs=1e-6)  # it moved
+  os.remove(os.path.join(tmp_path, "yacht", "results.json"))  # the finished checkpoint is kept
+  again = uci_concrete.train_and_evaluate(config, str(tmp_path))
   assert again["rows"] == summary["rows"]

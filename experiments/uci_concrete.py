@@ -1,0 +1,139 @@
+"""Concrete dropout on the UCI protocol: learned rates against the grid-searched ones.
+
+The MC-dropout network of the UCI table with its two dropout rates learned (Gal, Hron &
+Kendall 2017) and a heteroscedastic head, so neither p nor tau is searched: one model per
+split, trained on the whole training split, all splits as one vmapped program; then the
+same 10,000-sample test as the grid search. When the grid-search run of the same dataset
+is in ``config.grid_workdir``, each split's learned rates sit beside the chosen p.
+
+Workdir per dataset: ``config.json``, ``train.npz`` (segment checkpoints), ``results.json``
+and ``splits.csv``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from dropjax import io, regression
+from dropjax.checkpoint import load_checkpoint, save_checkpoint
+from dropjax.data import uci
+from experiments import reporting
+
+
+def _mean_se(values) -> list[float]:
+  values = np.asarray(values, np.float64)
+  return [float(values.mean()), float(values.std() / np.sqrt(len(values)))]
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains and tests concrete dropout on every split of ``config.dataset``."""
+  data_dir = config.data_dir or None
+  ds = uci.load_uci(config.dataset, data_dir)
+  workdir = os.path.join(workdir, ds.name)
+  reporting.start_workdir(config, workdir)
+  results_path = os.path.join(workdir, "results.json")
+  finished = reporting.load_json(results_path)
+  if finished is not None:
+    return finished
+  n_splits = ds.n_splits if config.num_splits <= 0 else min(config.num_splits, ds.n_splits)
+  splits = [uci.uci_split(ds, s) for s in range(n_splits)]
+  stack = lambda name: jnp.asarray(np.stack([getattr(sp, name) for sp in splits]), jnp.float32)
+  x_train, y_train, x_test = stack("x_train"), stack("y_train"), stack("x_test")
+  y_mean = jnp.asarray([sp.y_mean for sp in splits], jnp.float32)
+  y_std = jnp.asarray([sp.y_std for sp in splits], jnp.float32)
+  y_test = stack("y_test") * y_std[:, None] + y_mean[:, None]
+  n_train = x_train.shape[1]
+
+  root = jax.random.key(config.seed)
+  streams = jax.vmap(lambda s: jax.random.split(jax.random.fold_in(root, s), 4))(
+      jnp.arange(n_splits))  # init, shuffle, dropout, mc
+  tx = regression.make_optimizer(config.learning_rate)
+  loss_fn = regression.concrete_loss(n_train, config.length_scale, config.temperature)
+
+  def init(key):
+    params = regression.init_concrete_regressor(key, ds.inputs.shape[1], ds.n_hidden,
+                                                config.init_rate)
+    return regression.TrainState(params, tx.init(params))
+
+  state = jax.vmap(init)(streams[:, 0])
+  total_epochs = ds.n_epochs * config.epochs_multiplier
+  checkpoint = os.path.join(workdir, "train.npz")
+  epoch, train_seconds = 0, 0.0
+  if os.path.exists(checkpoint):
+    trees, meta = load_checkpoint(checkpoint, {"state": state})
+    state, epoch, train_seconds = trees["state"], meta["epoch"], meta["train_seconds"]
+
+  def segment(state, first_epoch, num_epochs):
+    return jax.vmap(lambda st, sh, dr, x, y: regression.train_epochs_with_loss(
+        st, (sh, dr), x, y, loss_fn, first_epoch, num_epochs=num_epochs,
+        batch_size=config.batch_size, tx=tx))(state, streams[:, 1], streams[:, 2], x_train,
+                                                y_train)
+
+  run_segment = jax.jit(segment, static_argnums=2)
+  history = []
+  while epoch < total_epochs:
+    tic = time.perf_counter()
+    length = min(config.segment_epochs, total_epochs - epoch)
+    state, losses = run_segment(state, epoch, length)
+    jax.block_until_ready(state)
+    epoch += length
+    train_seconds += time.perf_counter() - tic
+    save_checkpoint(checkpoint, {"state": state}, {"epoch": epoch, "train_seconds": train_seconds})
+    rates = np.asarray(jax.vmap(regression.concrete_rates)(state.params))
+    history.append(rates.mean(1).tolist())
+    logging.info("%s concrete: epoch %d/%d, loss %.4f, mean rates (input, hidden) %s", ds.name,
+                 epoch, total_epochs, float(losses[:, -1].mean()), np.round(rates.mean(1), 4))
+
+  tic = time.perf_counter()
+
+  def test_split(inputs):
+    params, key, x, y, m, s = inputs
+    return regression.mc_concrete_stats(params, key, x, y, m, s, temperature=config.temperature,
+                                        num_samples=config.mc_samples,
+                                        chunk_size=config.mc_chunk_size)
+
+  stats = jax.jit(lambda *a: jax.lax.map(test_split, a))(
+      state.params, streams[:, 3], x_test, y_test, y_mean, y_std)
+  jax.block_until_ready(stats)
+  test_seconds = time.perf_counter() - tic
+  p_input, p_hidden = (np.asarray(r) for r in jax.vmap(regression.concrete_rates)(state.params))
+
+  grid = reporting.load_json(os.path.join(config.grid_workdir, ds.name, "results.json")) \
+      if config.grid_workdir else None
+  rows = []
+  for s in range(n_splits):
+    row = {"split": s, "rate_input": float(p_input[s]), "rate_hidden": float(p_hidden[s]),
+           "mc_rmse": float(stats.mc_rmse[s]), "log_likelihood": float(stats.log_likelihood[s]),
+           "coverage_0.95": float(stats.coverage[s][-1])}
+    if grid is not None:
+      g = grid["rows"][s]
+      row |= {"grid_rate": g["rate"], "grid_tau": g["tau"], "grid_mc_rmse": g["mc_rmse"],
+              "grid_log_likelihood": g["log_likelihood"]}
+    rows.append(row)
+  io.write_csv_atomic(os.path.join(workdir, "splits.csv"), rows)
+  summary = {
+      "dataset": ds.name, "n_splits": n_splits, "epochs": total_epochs,
+      "mc_samples": config.mc_samples,
+      "rate_input": _mean_se(p_input), "rate_hidden": _mean_se(p_hidden),
+      "mc_rmse": _mean_se(stats.mc_rmse), "log_likelihood": _mean_se(stats.log_likelihood),
+      "weight_scaling_rmse": _mean_se(stats.weight_scaling_rmse),
+      "coverage_0.95": _mean_se(np.asarray(stats.coverage)[:, -1]),
+      "seconds": {"train": train_seconds, "test": test_seconds},
+      "rate_history": history, "rows": rows,
+  }
+  if grid is not None:
+    summary["grid"] = {"rate": _mean_se([r["rate"] for r in grid["rows"][:n_splits]]),
+                       "mc_rmse": grid["mc_rmse"], "log_likelihood": grid["log_likelihood"]}
+  io.write_json_atomic(results_path, summary)
+  logging.info("%s concrete: RMSE %.4f, LL %.4f, rates %.4f / %.4f", ds.name,
+               summary["mc_rmse"][0], summary["log_likelihood"][0], summary["rate_input"][0],
+               summary["rate_hidden"][0])
+  return summary
