@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
+import numpy as np
 
 from dropjax import io
 
@@ -35,6 +36,13 @@ def start_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
           "mix results. Use a new --workdir or delete the old one."
       )
   io.write_json_atomic(path, current)
+
+
+def mean_se(values) -> list[float]:
+  """``[mean, standard error]`` over the values (population std / sqrt(n), as the UCI
+  reference code reports)."""
+  values = np.asarray(values, np.float64)
+  return [float(values.mean()), float(values.std() / np.sqrt(len(values)))]
 
 
 def load_json(path: str) -> Any | None:

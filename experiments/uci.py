@@ -133,11 +133,6 @@ def _train_and_test(
   }
 
 
-def _mean_se(values) -> tuple[float, float]:
-  values = np.asarray(values, np.float64)
-  return float(values.mean()), float(values.std() / np.sqrt(len(values)))
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs the protocol on ``config.dataset``; returns the aggregated results."""
   data_dir = config.data_dir or None
@@ -190,11 +185,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   summary = {
       "dataset": ds.name, "n_splits": n_splits,
       "epochs": ds.n_epochs * config.epochs_multiplier, "mc_samples": config.mc_samples,
-      "mc_rmse": _mean_se(final["mc_rmse"]),
-      "log_likelihood": _mean_se(final["log_likelihood"]),
-      "weight_scaling_rmse": _mean_se(final["weight_scaling_rmse"]),
+      "mc_rmse": reporting.mean_se(final["mc_rmse"]),
+      "log_likelihood": reporting.mean_se(final["log_likelihood"]),
+      "weight_scaling_rmse": reporting.mean_se(final["weight_scaling_rmse"]),
       # Fraction of test targets inside the central predictive interval, per level.
-      "coverage": {f"{level:g}": _mean_se([c[j] for c in final["coverage"]])
+      "coverage": {f"{level:g}": reporting.mean_se([c[j] for c in final["coverage"]])
                    for j, level in enumerate(regression.COVERAGE_LEVELS)},
       "seconds": {"validation_train": validation["train_seconds"],
                   "validation_test": validation["test_seconds"],

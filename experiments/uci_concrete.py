@@ -28,11 +28,6 @@ from dropjax.data import uci
 from experiments import reporting
 
 
-def _mean_se(values) -> list[float]:
-  values = np.asarray(values, np.float64)
-  return [float(values.mean()), float(values.std() / np.sqrt(len(values)))]
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains and tests concrete dropout on every split of ``config.dataset``."""
   data_dir = config.data_dir or None
@@ -122,15 +117,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   summary = {
       "dataset": ds.name, "n_splits": n_splits, "epochs": total_epochs,
       "mc_samples": config.mc_samples,
-      "rate_input": _mean_se(p_input), "rate_hidden": _mean_se(p_hidden),
-      "mc_rmse": _mean_se(stats.mc_rmse), "log_likelihood": _mean_se(stats.log_likelihood),
-      "weight_scaling_rmse": _mean_se(stats.weight_scaling_rmse),
-      "coverage_0.95": _mean_se(np.asarray(stats.coverage)[:, -1]),
+      "rate_input": reporting.mean_se(p_input), "rate_hidden": reporting.mean_se(p_hidden),
+      "mc_rmse": reporting.mean_se(stats.mc_rmse),
+      "log_likelihood": reporting.mean_se(stats.log_likelihood),
+      "weight_scaling_rmse": reporting.mean_se(stats.weight_scaling_rmse),
+      "coverage_0.95": reporting.mean_se(np.asarray(stats.coverage)[:, -1]),
       "seconds": {"train": train_seconds, "test": test_seconds},
       "rate_history": history, "rows": rows,
   }
   if grid is not None:
-    summary["grid"] = {"rate": _mean_se([r["rate"] for r in grid["rows"][:n_splits]]),
+    grid_rates = [r["rate"] for r in grid["rows"][:n_splits]]
+    summary["grid"] = {"rate": reporting.mean_se(grid_rates),
                        "mc_rmse": grid["mc_rmse"], "log_likelihood": grid["log_likelihood"]}
   io.write_json_atomic(results_path, summary)
   logging.info("%s concrete: RMSE %.4f, LL %.4f, rates %.4f / %.4f", ds.name,

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
-import platform
 import time
 
+import benchlib
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
-from dropjax import io, regression
+from dropjax import regression
 from dropjax.layers import reseed
 from dropjax.mc import mc_sample, module_forward
 from dropjax.models import MLP, TransformerBlock
@@ -185,22 +184,14 @@ def main():
   start = time.perf_counter()
   rows = (bench_train_steps(args.repeats) + bench_mc(max(3, args.repeats // 10))
           + bench_mc(max(3, args.repeats // 10), input_rate=0.0) + bench_uci_grid(3))
-  device = jax.devices()[0]
-  meta = {"device": f"{device.platform}: {device.device_kind}", "cpu_count": os.cpu_count(),
-          "machine": platform.machine(), "jax": jax.__version__,
-          "seconds": time.perf_counter() - start}
-  suffix = "" if device.platform == "cpu" else f"_{device.platform}"
-  io.write_json_atomic(os.path.join(args.out, f"bench_suite{suffix}.json"),
-                       {"meta": meta, "rows": rows})
+  meta = benchlib.machine_meta(start)
   lines = [f"Benchmarks ({meta['device']}, {meta['cpu_count']} CPUs, jax {meta['jax']}; "
            "`python scripts/bench.py`). Ratio: time / the baseline row of the same benchmark "
            "(no dropout; the Python loop; the sequential loop).", "",
            "| benchmark | variant | ms | ratio |", "|---|---|---|---|"]
   lines += [f"| {r['benchmark']} | {r['variant']} | {r['ms']:.2f} | {r['ratio']:.2f} |"
             for r in rows]
-  io.write_text_atomic(os.path.join(args.out, f"bench_suite{suffix}.md"), "\n".join(lines) + "\n")
-  print("\n".join(lines))
-
+  benchlib.write_results(args.out, "bench_suite", meta, rows, lines)
 
 if __name__ == "__main__":
   main()

@@ -10,17 +10,15 @@ median of ``--repeats`` timed calls after a warm-up call. Writes ``bench_ops.jso
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
+import benchlib
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 import dropjax
-from dropjax import io
 
 
 def median_seconds(fn, *args, repeats):
@@ -57,7 +55,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sizes", default="1048576,16777216")
   parser.add_argument("--dtypes", default="float32,bfloat16")
-  parser.add_argument("--impls", default="threefry2x32,rbg")
+  parser.add_argument("--impls", default="threefry2x32,philox2x32,rbg")
   parser.add_argument("--rate", type=float, default=0.5)
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--out", default="results")
@@ -69,22 +67,14 @@ def main():
       for impl in args.impls.split(","):
         rows.extend(bench_case(size, jnp.dtype(dtype), impl, args.rate, args.repeats))
         print(f"done size={size} dtype={dtype} impl={impl}", flush=True)
-  device = jax.devices()[0]
-  meta = {"device": f"{device.platform}: {device.device_kind}", "cpu_count": os.cpu_count(),
-          "machine": platform.machine(), "jax": jax.__version__,
-          "seconds": time.perf_counter() - start}
-  suffix = "" if device.platform == "cpu" else f"_{device.platform}"
-  io.write_json_atomic(os.path.join(args.out, f"bench_ops{suffix}.json"),
-                       {"meta": meta, "rows": rows})
+  meta = benchlib.machine_meta(start)
   lines = [f"Dropout op time as a multiple of `x * 2` (rate {args.rate}; {meta['device']}, "
            f"{meta['cpu_count']} CPUs, jax {meta['jax']}; `python scripts/bench_ops.py`).", "",
            "| size | dtype | PRNG | op | ms | × `x*2` | × Flax |", "|---|---|---|---|---|---|---|"]
   for r in rows:
     lines.append(f"| {r['size']:,} | {r['dtype']} | {r['impl']} | {r['op']} | {r['ms']:.2f} | "
                  f"{r['vs_x2']:.2f} | {r['vs_flax']:.2f} |")
-  io.write_text_atomic(os.path.join(args.out, f"bench_ops{suffix}.md"), "\n".join(lines) + "\n")
-  print("\n".join(lines))
-
+  benchlib.write_results(args.out, "bench_ops", meta, rows, lines)
 
 if __name__ == "__main__":
   main()
