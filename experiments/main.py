@@ -10,6 +10,7 @@ from ml_collections import config_flags
 from experiments import (
     active_learning,
     concrete_dropout,
+    concrete_mnist,
     ensemble_interpretation,
     mc_calibration,
     regularizers,
@@ -21,6 +22,7 @@ from experiments import (
 STUDIES = {
     "active_learning": active_learning.train_and_evaluate,
     "concrete_dropout": concrete_dropout.train_and_evaluate,
+    "concrete_mnist": concrete_mnist.train_and_evaluate,
     "ensemble_interpretation": ensemble_interpretation.train_and_evaluate,
     "mc_calibration": mc_calibration.train_and_evaluate,
     "regularizers": regularizers.train_and_evaluate,

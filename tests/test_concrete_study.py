@@ -38,3 +38,20 @@ def test_quick_study_runs_and_reports_published_rates(tmp_path):
   assert "(0.404)" in (tmp_path / "results.md").read_text()
   again = concrete_dropout.train_and_evaluate(config_lib.get_config("quick"), str(tmp_path))
   assert again["rows"] == rows
+
+
+@pytest.mark.slow
+def test_concrete_mlp_study_records_rates_per_epoch_and_resumes(tmp_path):
+  from experiments import concrete_mnist
+  from experiments.configs import concrete_mnist as mnist_config
+
+  config = mnist_config.get_config("quick")
+  out = concrete_mnist.train_and_evaluate(config, str(tmp_path))
+  concrete, fixed = out["rows"]
+  assert len(concrete["rate_history"]) == config.epochs + 1
+  np.testing.assert_allclose(concrete["rate_history"][0], 0.1, rtol=1e-5)
+  assert concrete["rates"] == concrete["rate_history"][-1]
+  assert concrete["rates"] != concrete["rate_history"][0]
+  assert fixed["rates"] == [0.2, 0.5] and fixed["rate_history"] == []
+  assert all(0 <= r[k] <= 1 for r in out["rows"] for k in ("error_det", "error_mc"))
+  assert concrete_mnist.train_and_evaluate(config, str(tmp_path))["rows"] == out["rows"]
