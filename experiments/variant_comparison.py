@@ -19,11 +19,12 @@ from absl import logging
 from flax import nnx
 
 from dropjax import io, layers, metrics
-from dropjax.data import Split, load_digits
+from dropjax.data import Split, SplitDataset, load_digits
 from dropjax.mc import mc_predict, module_forward
 from dropjax.models import MLP, ConvNet, SequenceClassifier
 from dropjax.train import ensemble_member, fit_classifier, fit_ensemble, predict_probabilities
 from experiments import reporting
+from experiments.mc_calibration import load_splits
 
 COLUMNS = (
     ("variant", "variant", "s"),
@@ -97,6 +98,22 @@ def run_variant(config: ml_collections.ConfigDict, variant: str, data) -> dict[s
   return result
 
 
+def load_dataset(config: ml_collections.ConfigDict) -> SplitDataset:
+  """The embedded digits (split by ``config.split_seed``) or MNIST from the data dir."""
+  if config.dataset == "digits":
+    return load_digits(seed=config.split_seed)
+  if config.dataset == "mnist":
+    train, validation, test = load_splits(config)
+    if config.train_size:
+      train = Split(train.images[:config.train_size], train.labels[:config.train_size])
+    return SplitDataset(train, validation, test, 10)
+  raise ValueError(f"config.dataset must be 'digits' or 'mnist'; got {config.dataset!r}.")
+
+
+def _features(data: SplitDataset) -> int:
+  return int(np.prod(data.train.images.shape[1:]))
+
+
 def _subset(split: Split, fraction: float) -> Split:
   n = max(1, round(fraction * len(split.labels)))
   return Split(split.images[:n], split.labels[:n])
@@ -111,7 +128,8 @@ def rate_sweep(config, data) -> list[dict[str, Any]]:
     for fraction in config.sweep_train_fractions:
       train = _subset(data.train, fraction)
       make = lambda rngs, rate, hidden=hidden: MLP(
-          64, list(hidden), data.num_classes, input_rate=rate * 0.4, hidden_rate=rate,
+          _features(data), list(hidden), data.num_classes, input_rate=rate * 0.4,
+          hidden_rate=rate,
           rngs=rngs)
       keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 7), len(rates))
       batch = min(config.batch_size, len(train.labels))
@@ -141,7 +159,7 @@ def batchnorm_placements(config, data) -> list[dict[str, Any]]:
   rows = []
   key = jax.random.key(config.seed)
   for placement in (None, "after_dropout", "before_dropout"):
-    model = MLP(64, list(config.batchnorm_hidden), data.num_classes, input_rate=0.2,
+    model = MLP(_features(data), list(config.batchnorm_hidden), data.num_classes, input_rate=0.2,
                 hidden_rate=0.5, batch_norm=placement,
                 rngs=nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=0))
     fit_classifier(model, data.train, key=jax.random.fold_in(key, 1), epochs=config.epochs,
@@ -159,7 +177,8 @@ def lstm_modes(config, data) -> list[dict[str, Any]]:
                                                          (rate, rate, rate)),
                       ("variational (mask shared over time)", (rate, rate, rate))):
     model = SequenceClassifier(
-        8, config.lstm_hidden, data.num_classes, mode="naive" if "naive" in mode else
+        data.train.images.shape[2], config.lstm_hidden, data.num_classes,
+        mode="naive" if "naive" in mode else
         "variational", input_rate=rates[0], state_rate=rates[1], output_rate=rates[2],
         rngs=nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=0))
     fit_classifier(model, data.train, key=jax.random.fold_in(key, 1), epochs=config.epochs,
@@ -198,10 +217,8 @@ def _plot(rows, path):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs every variant of ``config.variants`` (resuming finished ones) and writes the report."""
-  if config.dataset != "digits":
-    raise ValueError(f"config.dataset must be 'digits' for now; got {config.dataset!r}.")
+  data = load_dataset(config)
   reporting.start_workdir(config, workdir)
-  data = load_digits(seed=config.split_seed)
   start = time.perf_counter()
   rows = []
   for variant in config.variants:
@@ -226,7 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   wall = time.perf_counter() - start
   total_train = sum(r["train_seconds"] for r in rows)
   header = (
-      f"Variant comparison on the embedded digits ({data.train.images.shape[0]} train / "
+      f"Variant comparison on {config.dataset} ({data.train.images.shape[0]} train / "
       f"{data.test.images.shape[0]} test), {config.epochs} epochs, seed {config.seed}, "
       f"MC with {config.mc_samples} samples. Training the variants took {total_train:.0f}s "
       f"(this invocation, all sections: {wall:.0f}s).\n\n"

@@ -59,6 +59,17 @@ def test_resuming_under_a_different_config_is_refused(tmp_path):
   assert json.load(open(os.path.join(workdir, "config.json")))["mc_chunk_size"] == 1
 
 
-def test_quick_option_is_the_only_option():
-  with pytest.raises(ValueError, match="only option is 'quick'"):
+def test_unknown_config_option_lists_the_options():
+  with pytest.raises(ValueError, match="options: 'mnist', 'quick'"):
     config_lib.get_config("fast")
+
+
+@pytest.mark.slow
+def test_runs_on_mnist_from_the_data_dir(data_dir, tmp_path):
+  config = config_lib.get_config("quick")
+  config.dataset, config.data_dir, config.train_size = "mnist", data_dir, 256
+  config.variants = ("none", "dropblock")
+  out = variant_comparison.train_and_evaluate(config, str(tmp_path))
+  assert [r["variant"] for r in out["rows"]] == ["none", "dropblock"]
+  assert all(0 <= r["accuracy_mc"] <= 1 for r in out["rows"])
+  assert {r["train_examples"] for r in out["rate_sweep"]} == {26, 256}

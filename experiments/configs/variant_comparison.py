@@ -11,6 +11,9 @@ CPU smoke run (seconds):
   python -m experiments.main --config=experiments/configs/variant_comparison.py:quick \
       --workdir=/tmp/vc_quick
 Any field can be overridden, e.g. --config.seed=1 --config.epochs=50.
+The same study on MNIST (GPU-sized for all variants; --config.train_size=N for a subset):
+  python -m experiments.main --config=experiments/configs/variant_comparison.py:mnist \
+      --workdir=runs/variant_comparison_mnist --config.data_dir=../shared/data
 
 There is no published table for this dataset; the published numbers the variants are held
 against (MNIST, ImageNet) live with the studies that reproduce them.
@@ -30,6 +33,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0
   config.split_seed = 0
   config.dataset = "digits"
+  # MNIST only: the data dir ("" = $DROPJAX_DATA_DIR), the held-out tail of the training
+  # set, and how many training images to use (0 = all).
+  config.data_dir = ""
+  config.validation_size = 5000
+  config.train_size = 0
   config.variants = VARIANTS
   # Rate per position: before the convolutions of stages 2+ (for drop_path: the last
   # block's rate, linear in depth) and before each dense layer. Concrete dropout starts here
@@ -67,7 +75,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Sequences: the digits read row by row (8 steps of 8 pixels) by an LSTM.
   config.lstm_hidden = 64
   config.lstm_rate = 0.3
-  if arg == "quick":
+  if arg == "mnist":
+    config.dataset = "mnist"
+    config.epochs = 5
+    config.batch_size = 128
+    config.block_size = 5
+    config.sweep_train_fractions = (0.02, 1.0)
+  elif arg == "quick":
     config.channels = (8, 8)
     config.dense_features = 16
     config.epochs = 2
@@ -79,5 +93,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.batchnorm_hidden = (16,)
     config.lstm_hidden = 8
   elif arg not in (None, ""):
-    raise ValueError(f"Unknown config option {arg!r}; the only option is 'quick'.")
+    raise ValueError(f"Unknown config option {arg!r}; options: 'mnist', 'quick'.")
   return config
