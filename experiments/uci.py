@@ -133,14 +133,23 @@ def _train_and_test(
   }
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs the protocol on ``config.dataset``; returns the aggregated results."""
-  data_dir = config.data_dir or None
-  ds = uci.load_uci(config.dataset, data_dir)
+def open_dataset_workdir(config: ml_collections.ConfigDict, workdir: str):
+  """Loads ``config.dataset`` and starts ``workdir/<name>``.
+
+  Returns:
+    ``(dataset, dataset_workdir, results_path, finished_results_or_None)``.
+  """
+  ds = uci.load_uci(config.dataset, config.data_dir or None)
   workdir = os.path.join(workdir, ds.name)
   reporting.start_workdir(config, workdir)
   results_path = os.path.join(workdir, "results.json")
-  finished = reporting.load_json(results_path)
+  return ds, workdir, results_path, reporting.load_json(results_path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs the protocol on ``config.dataset``; returns the aggregated results."""
+  data_dir = config.data_dir or None
+  ds, workdir, results_path, finished = open_dataset_workdir(config, workdir)
   if finished is not None:
     logging.info("%s: loaded the finished result from %s", ds.name, results_path)
     return finished

@@ -26,16 +26,12 @@ from dropjax import io, regression
 from dropjax.checkpoint import load_checkpoint, save_checkpoint
 from dropjax.data import uci
 from experiments import reporting
+from experiments.uci import open_dataset_workdir
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains and tests concrete dropout on every split of ``config.dataset``."""
-  data_dir = config.data_dir or None
-  ds = uci.load_uci(config.dataset, data_dir)
-  workdir = os.path.join(workdir, ds.name)
-  reporting.start_workdir(config, workdir)
-  results_path = os.path.join(workdir, "results.json")
-  finished = reporting.load_json(results_path)
+  ds, workdir, results_path, finished = open_dataset_workdir(config, workdir)
   if finished is not None:
     return finished
   n_splits = ds.n_splits if config.num_splits <= 0 else min(config.num_splits, ds.n_splits)
