@@ -18,7 +18,7 @@ from dropjax.calibration import fit_temperature
 from dropjax.data import Split, load_digits
 from dropjax.data.idx import load_idx_dataset
 from dropjax.mc import mc_sample, module_forward
-from dropjax.models import MLP
+from dropjax.models import MLP, LeNet5
 from dropjax.train import ensemble_member, fit_ensemble
 from experiments import reporting
 
@@ -55,8 +55,14 @@ def train_models(config, train: Split, num_classes: int, salt: int):
   trained = {}
   for name, rate, count in (("dropout", config.dropout_rate, 1),
                             ("vanilla", 0.0, config.ensemble_size)):
-    make = lambda rngs, rate=rate: MLP(in_features, list(config.hidden), num_classes,
-                                       input_rate=0.0, hidden_rate=rate, rngs=rngs)
+    if config.model not in ("mlp", "lenet"):
+      raise ValueError(f"config.model must be 'mlp' or 'lenet'; got {config.model!r}.")
+    if config.model == "lenet":
+      make = lambda rngs, rate=rate: LeNet5(num_classes, spatial_size=train.images.shape[1],
+                                            dropout_rate=rate, rngs=rngs)
+    else:
+      make = lambda rngs, rate=rate: MLP(in_features, list(config.hidden), num_classes,
+                                         input_rate=0.0, hidden_rate=rate, rngs=rngs)
     keys = jax.random.split(jax.random.fold_in(root, len(trained)), count)
     graphdef, states, _ = fit_ensemble(make, train, keys=keys, epochs=config.epochs,
                                        batch_size=min(config.batch_size, len(train.labels)),

@@ -28,3 +28,26 @@ def test_quick_study_reports_every_method_shift_and_ood(tmp_path):
   assert len(out["findings"]) == 3
   text = (tmp_path / "results.md").read_text()
   assert "Ovadia et al. 2019" in text and (tmp_path / "shift.png").stat().st_size > 0
+
+
+def test_lenet_option_runs_the_study_with_lenet5(tmp_path):
+  config = config_lib.get_config("quick")
+  config.model = "lenet"
+  out = mc_calibration.train_and_evaluate(config, str(tmp_path))
+  assert all(0 <= r["accuracy"] <= 1 for r in out["clean"])
+  assert config_lib.get_config("mnist_lenet").dropout_rate == 0.303
+  config.model = "resnet"
+  with pytest.raises(ValueError, match="'mlp' or 'lenet'"):
+    mc_calibration.train_and_evaluate(config, str(tmp_path / "other"))
+
+
+def test_lenet5_features_then_head_is_the_model():
+  from flax import nnx
+
+  from dropjax.models import LeNet5
+
+  model = LeNet5(10, spatial_size=28, rngs=nnx.Rngs(params=0, dropout=1))
+  model.eval()
+  x = np.random.default_rng(0).random((3, 28, 28, 1)).astype(np.float32)
+  assert model.features(x).shape == (3, 7 * 7 * 16)
+  np.testing.assert_allclose(model.head(model.features(x)), model(x), rtol=1e-6)
