@@ -180,11 +180,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       ("under shift MC dropout has a lower mean NLL than temperature scaling",
        by[mc_best]["nll"] < by["temperature scaling"]["nll"]),
   ]
+  model = (f"LeNet-5, dropout {config.dropout_rate} before each dense layer"
+           if config.model == "lenet" else
+           f"MLP {tuple(config.hidden)}, dropout {config.dropout_rate} on hidden layers")
   columns = (("method", "method", "s"), ("accuracy", "accuracy", ".4f"), ("nll", "NLL", ".4f"),
              ("brier", "Brier", ".4f"), ("ece", "ECE", ".4f"))
   text = "\n".join([
-      f"MC-dropout calibration on {config.dataset} (MLP {tuple(config.hidden)}, dropout "
-      f"{config.dropout_rate} on hidden layers, {config.epochs} epochs; {config.ece_bins}-bin "
+      f"MC-dropout calibration on {config.dataset} ({model}, {config.epochs} epochs; "
+      f"{config.ece_bins}-bin "
       f"ECE; training and evaluation {shift['seconds']:.0f}s, this invocation "
       f"{time.perf_counter() - start:.0f}s).", "",
       "Clean test set:", "", reporting.markdown_table(clean, columns),
