@@ -71,14 +71,9 @@ def run_model(config, data, name: str) -> dict[str, Any]:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   reporting.start_workdir(config, workdir)
   data = load_splits(config)
-  rows = []
-  for name in ("concrete", "fixed"):
-    path = os.path.join(workdir, "models", f"{name}.json")
-    result = reporting.load_json(path)
-    if result is None:
-      result = run_model(config, data, name)
-      io.write_json_atomic(path, result)
-    rows.append(result)
+  rows = [reporting.load_or_compute(os.path.join(workdir, "models", f"{name}.json"),
+                                    lambda name=name: run_model(config, data, name))
+          for name in ("concrete", "fixed")]
   columns = (("model", "model", "s"), ("rates", "rates (input, hidden...)", "s"),
              ("error_det", "error % (det)", ".2f"), ("error_mc", "error % (MC)", ".2f"),
              ("nll_det", "NLL (det)", ".4f"), ("nll_mc", "NLL (MC)", ".4f"),

@@ -125,12 +125,7 @@ def run_one(config, data: tuple[Split, Split, Split], model: str, method: str, s
 
 
 def _cached(workdir: str, name: str, compute) -> dict[str, Any]:
-  path = os.path.join(workdir, "runs", f"{name}.json")
-  result = reporting.load_json(path)
-  if result is None:
-    result = compute()
-    io.write_json_atomic(path, result)
-  return result
+  return reporting.load_or_compute(os.path.join(workdir, "runs", f"{name}.json"), compute)
 
 
 def _mean_std(values, digits: int = 4) -> str:

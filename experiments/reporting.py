@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
@@ -50,6 +50,16 @@ def load_json(path: str) -> Any | None:
     return None
   with open(path) as f:
     return json.load(f)
+
+
+def load_or_compute(path: str, compute: Callable[[], Any]) -> Any:
+  """The JSON at ``path`` if a previous run finished it; else ``compute()``, written
+  atomically there (so a resumed study skips what is done)."""
+  result = load_json(path)
+  if result is None:
+    result = compute()
+    io.write_json_atomic(path, result)
+  return result
 
 
 def markdown_table(

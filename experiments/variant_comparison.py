@@ -188,15 +188,6 @@ def lstm_modes(config, data) -> list[dict[str, Any]]:
   return rows
 
 
-def _section(workdir, name, compute):
-  path = os.path.join(workdir, f"{name}.json")
-  rows = reporting.load_json(path)
-  if rows is None:
-    rows = compute()
-    io.write_json_atomic(path, rows)
-  return rows
-
-
 def _plot(rows, path):
   plt = reporting.pyplot()
   names = [r["variant"] for r in rows]
@@ -236,10 +227,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   baseline = next((r["step_ms"] for r in rows if r["variant"] == "none"), None)
   for row in rows:
     row["overhead"] = row["step_ms"] / baseline if baseline else None
-  sweep = _section(workdir, "rate_sweep", lambda: rate_sweep(config, data))
+  section = lambda name, compute: reporting.load_or_compute(
+      os.path.join(workdir, f"{name}.json"), compute)
+  sweep = section("rate_sweep", lambda: rate_sweep(config, data))
   sweep_mean = _mean_over_seeds(sweep, ("model", "train_examples", "rate"))
-  bn = _section(workdir, "batchnorm", lambda: batchnorm_placements(config, data))
-  lstm = _section(workdir, "lstm", lambda: lstm_modes(config, data))
+  bn = section("batchnorm", lambda: batchnorm_placements(config, data))
+  lstm = section("lstm", lambda: lstm_modes(config, data))
   wall = time.perf_counter() - start
   total_train = sum(r["train_seconds"] for r in rows)
   header = (
