@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -32,6 +33,52 @@ def _split_keys(root: jax.Array, phase: str, split: int) -> tuple[jax.Array, jax
   key = jax.random.fold_in(jax.random.fold_in(root, PHASES[phase]), split)
   shuffle, members = jax.random.split(key)
   return shuffle, members
+
+
+def train_in_segments(
+    run_segment: Callable[[Any, int, int], tuple[Any, jax.Array]],
+    state: Any,
+    *,
+    checkpoint: str,
+    total_epochs: int,
+    segment_epochs: int,
+    label: str,
+    record: Callable[[Any], Any] | None = None,
+) -> tuple[Any, float, list[Any]]:
+  """Trains ``state`` to ``total_epochs`` in compiled segments, checkpointing after each.
+
+  ``run_segment(state, first_epoch, num_epochs) -> (state, losses)``. A checkpoint found at
+  ``checkpoint`` is resumed from. ``record(state)``, if given, is called after every
+  segment; its values are kept in the checkpoint, so they survive a resume.
+
+  Returns:
+    ``(state, training seconds over all invocations, recorded values)``.
+  """
+  epoch, train_seconds, history = 0, 0.0, []
+  if os.path.exists(checkpoint):
+    trees, meta = load_checkpoint(checkpoint, {"state": state})
+    state, epoch, train_seconds = trees["state"], meta["epoch"], meta["train_seconds"]
+    # Checkpoints written before records were kept have none.
+    history = meta.get("history", [])
+    logging.info("%s: resuming at epoch %d/%d", label, epoch, total_epochs)
+  start, first = time.perf_counter(), epoch
+  while epoch < total_epochs:
+    tic = time.perf_counter()
+    length = min(segment_epochs, total_epochs - epoch)
+    state, losses = run_segment(state, epoch, length)
+    jax.block_until_ready(state)
+    epoch += length
+    train_seconds += time.perf_counter() - tic
+    if record is not None:
+      history.append(record(state))
+    save_checkpoint(checkpoint, {"state": state},
+                    {"epoch": epoch, "train_seconds": train_seconds, "history": history})
+    elapsed = time.perf_counter() - start
+    logging.info("%s: epoch %d/%d, mean loss %.4f, ETA %.0fs%s", label, epoch, total_epochs,
+                 float(losses[..., -1].mean()),
+                 elapsed / (epoch - first) * (total_epochs - epoch),
+                 f", recorded {history[-1]}" if record is not None else "")
+  return state, train_seconds, history
 
 
 def _train_and_test(
@@ -72,14 +119,6 @@ def _train_and_test(
   state = jax.vmap(jax.vmap(
       lambda k: regression.init_state(k, ds.inputs.shape[1], ds.n_hidden, tx)))(streams[:, :, 0])
 
-  total_epochs = ds.n_epochs * config.epochs_multiplier
-  checkpoint = os.path.join(workdir, f"{phase}.npz")
-  epoch, train_seconds = 0, 0.0
-  if os.path.exists(checkpoint):
-    trees, meta = load_checkpoint(checkpoint, {"state": state})
-    state, epoch, train_seconds = trees["state"], meta["epoch"], meta["train_seconds"]
-    logging.info("%s %s: resuming at epoch %d/%d", ds.name, phase, epoch, total_epochs)
-
   def segment(state, first_epoch, num_epochs):
     per_grid_point = jax.vmap(
         lambda st, dr, p, c, sh, x, y: regression.train_epochs(
@@ -89,21 +128,11 @@ def _train_and_test(
     return jax.vmap(per_grid_point)(state, streams[:, :, 1], rates, l2, shuffle_keys, x_train,
                                     y_train)
 
-  run_segment = jax.jit(segment, static_argnums=2)
-  start = time.perf_counter()
-  while epoch < total_epochs:
-    tic = time.perf_counter()
-    length = min(config.segment_epochs, total_epochs - epoch)
-    state, losses = run_segment(state, epoch, length)
-    jax.block_until_ready(state)
-    epoch += length
-    train_seconds += time.perf_counter() - tic
-    save_checkpoint(checkpoint, {"state": state},
-                    {"epoch": epoch, "train_seconds": train_seconds})
-    elapsed = time.perf_counter() - start
-    logging.info("%s %s: epoch %d/%d, mean loss %.4f, ETA %.0fs", ds.name, phase, epoch,
-                 total_epochs, float(losses[..., -1].mean()),
-                 elapsed / epoch * (total_epochs - epoch) if epoch else 0.0)
+  state, train_seconds, _ = train_in_segments(
+      jax.jit(segment, static_argnums=2), state,
+      checkpoint=os.path.join(workdir, f"{phase}.npz"),
+      total_epochs=ds.n_epochs * config.epochs_multiplier,
+      segment_epochs=config.segment_epochs, label=f"{ds.name} {phase}")
 
   tic = time.perf_counter()
   # One model at a time over small sample chunks: its working set then stays in cache.

@@ -23,10 +23,9 @@ import numpy as np
 from absl import logging
 
 from dropjax import io, regression
-from dropjax.checkpoint import load_checkpoint, save_checkpoint
 from dropjax.data import uci
 from experiments import reporting
-from experiments.uci import open_dataset_workdir
+from experiments.uci import open_dataset_workdir, train_in_segments
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -55,33 +54,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return regression.TrainState(params, tx.init(params))
 
   state = jax.vmap(init)(streams[:, 0])
-  total_epochs = ds.n_epochs * config.epochs_multiplier
-  checkpoint = os.path.join(workdir, "train.npz")
-  epoch, train_seconds = 0, 0.0
-  if os.path.exists(checkpoint):
-    trees, meta = load_checkpoint(checkpoint, {"state": state})
-    state, epoch, train_seconds = trees["state"], meta["epoch"], meta["train_seconds"]
-
   def segment(state, first_epoch, num_epochs):
     return jax.vmap(lambda st, sh, dr, x, y: regression.train_epochs_with_loss(
         st, (sh, dr), x, y, loss_fn, first_epoch, num_epochs=num_epochs,
         batch_size=config.batch_size, tx=tx))(state, streams[:, 1], streams[:, 2], x_train,
                                                 y_train)
 
-  run_segment = jax.jit(segment, static_argnums=2)
-  history = []
-  while epoch < total_epochs:
-    tic = time.perf_counter()
-    length = min(config.segment_epochs, total_epochs - epoch)
-    state, losses = run_segment(state, epoch, length)
-    jax.block_until_ready(state)
-    epoch += length
-    train_seconds += time.perf_counter() - tic
-    save_checkpoint(checkpoint, {"state": state}, {"epoch": epoch, "train_seconds": train_seconds})
-    rates = np.asarray(jax.vmap(regression.concrete_rates)(state.params))
-    history.append(rates.mean(1).tolist())
-    logging.info("%s concrete: epoch %d/%d, loss %.4f, mean rates (input, hidden) %s", ds.name,
-                 epoch, total_epochs, float(losses[:, -1].mean()), np.round(rates.mean(1), 4))
+  total_epochs = ds.n_epochs * config.epochs_multiplier
+  state, train_seconds, history = train_in_segments(
+      jax.jit(segment, static_argnums=2), state,
+      checkpoint=os.path.join(workdir, "train.npz"), total_epochs=total_epochs,
+      segment_epochs=config.segment_epochs, label=f"{ds.name} concrete",
+      # Mean learned (input, hidden) rates over splits.
+      record=lambda st: np.asarray(jax.vmap(regression.concrete_rates)(st.params)).mean(1)
+      .tolist())
 
   tic = time.perf_counter()
 

@@ -166,3 +166,5 @@ def test_concrete_quick_run_learns_rates_and_resumes(data_dir, tmp_path):
   os.remove(os.path.join(tmp_path, "yacht", "results.json"))  # the finished checkpoint is kept
   again = uci_concrete.train_and_evaluate(config, str(tmp_path))
   assert again["rows"] == summary["rows"]
+  # The rates recorded per segment are kept in the checkpoint, so a resume keeps them.
+  assert len(again["rate_history"]) == 2 and again["rate_history"] == summary["rate_history"]
