@@ -214,6 +214,11 @@ def mc_regression_stats(
       sample, key, deterministic, num_samples, chunk_size)
   variance = variance + 1.0 / tau
   ll = log_mean_density - 0.5 * np.log(2 * np.pi) + 0.5 * jnp.log(tau)
+  return _summarise(y, mc_mean, variance, ll, deterministic)
+
+
+def _summarise(y, mc_mean, variance, ll, deterministic) -> MCRegressionStats:
+  """The statistics from per-point MC mean, predictive variance and log-likelihood."""
   return MCRegressionStats(
       mc_rmse=jnp.sqrt(jnp.mean((y - mc_mean) ** 2)),
       log_likelihood=jnp.mean(ll),
@@ -348,9 +353,4 @@ def mc_concrete_stats(
   mc_mean, variance, log_mean_density = _stream_samples(
       sample, key, deterministic, num_samples, chunk_size)
   ll = log_mean_density - 0.5 * np.log(2 * np.pi)
-  return MCRegressionStats(
-      mc_rmse=jnp.sqrt(jnp.mean((y - mc_mean) ** 2)),
-      log_likelihood=jnp.mean(ll),
-      coverage=interval_coverage(mc_mean, jnp.sqrt(variance), y, COVERAGE_LEVELS),
-      weight_scaling_rmse=jnp.sqrt(jnp.mean((y - deterministic) ** 2)),
-  )
+  return _summarise(y, mc_mean, variance, ll, deterministic)

@@ -148,10 +148,13 @@ def fit_classifier(
   optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
   model.train()
 
-  if rate_scale is not None and not rate_variables(model):
-    raise ValueError("`rate_scale` needs a model built with array rates (e.g. "
-                     "`jnp.asarray(0.5)`), which layers hold as `Rate` state; this one has none.")
-  base_rates = [jnp.copy(v[...]) for v in rate_variables(model)]
+  base_rates = []
+  if rate_scale is not None:
+    base_rates = [jnp.copy(v[...]) for v in rate_variables(model)]
+    if not base_rates:
+      raise ValueError("`rate_scale` needs a model built with array rates (e.g. "
+                       "`jnp.asarray(0.5)`), which layers hold as `Rate` state; this one has "
+                       "none.")
 
   @nnx.jit
   def train_step(model, optimizer, images, labels, step_key, step):
@@ -217,8 +220,9 @@ def fit_classifier(
                 "eta_seconds": elapsed / done * (epochs - epoch - 1)})
   if patience is not None:
     nnx.update(model, best_state)
-  for variable, base in zip(rate_variables(model), base_rates, strict=True):
-    variable[...] = base
+  if rate_scale is not None:
+    for variable, base in zip(rate_variables(model), base_rates, strict=True):
+      variable[...] = base
   history["steps"] = len(history["loss"]) * steps_per_epoch
   return history
 

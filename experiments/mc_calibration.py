@@ -53,10 +53,10 @@ def train_models(config, train: Split, num_classes: int, salt: int):
   in_features = int(np.prod(train.images.shape[1:]))
   root = jax.random.fold_in(jax.random.key(config.seed), salt)
   trained = {}
+  if config.model not in ("mlp", "lenet"):
+    raise ValueError(f"config.model must be 'mlp' or 'lenet'; got {config.model!r}.")
   for name, rate, count in (("dropout", config.dropout_rate, 1),
                             ("vanilla", 0.0, config.ensemble_size)):
-    if config.model not in ("mlp", "lenet"):
-      raise ValueError(f"config.model must be 'mlp' or 'lenet'; got {config.model!r}.")
     if config.model == "lenet":
       make = lambda rngs, rate=rate: LeNet5(num_classes, spatial_size=train.images.shape[1],
                                             dropout_rate=rate, rngs=rngs)
