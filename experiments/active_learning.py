@@ -191,6 +191,19 @@ def _function_names(config) -> list[str]:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs every acquisition function for every seed; returns the curves and label counts."""
   names = _function_names(config)
+  # Every check on the config before the workdir records it: a corrected config must not
+  # be refused as a different one.
+  pool, test = load_pool_and_test(config)
+  if config.test_size:
+    test = Split(test.images[:config.test_size], test.labels[:config.test_size])
+  if len(test.labels) % config.eval_batch_size:
+    # The test pass runs in equal batches; a remainder would be left out of the error.
+    raise ValueError(f"config.eval_batch_size={config.eval_batch_size} must divide the "
+                     f"{len(test.labels)} test images (set config.test_size or the batch).")
+  max_labels = config.initial_per_class * 10 + config.acquisition_size * config.rounds
+  if max_labels + config.pool_subset > len(pool.labels):
+    raise ValueError(f"The pool ({len(pool.labels)} examples) is too small for {max_labels} "
+                     f"labels plus a subset of {config.pool_subset}.")
   reporting.start_workdir(config, workdir)
   results_path = os.path.join(workdir, "results.json")
   finished = reporting.load_json(results_path)
@@ -199,14 +212,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return finished
   known = [*acquisition.ACQUISITION_FUNCTIONS, DETERMINISTIC]
   runs = [(name, seed) for name in names for seed in range(config.num_seeds)]
-  pool, test = load_pool_and_test(config)
-  if config.test_size:
-    test = Split(test.images[:config.test_size], test.labels[:config.test_size])
   programs = Programs(config, pool, test)
-  max_labels = config.initial_per_class * 10 + config.acquisition_size * config.rounds
-  if max_labels + config.pool_subset > len(pool.labels):
-    raise ValueError(f"The pool ({len(pool.labels)} examples) is too small for {max_labels} "
-                     f"labels plus a subset of {config.pool_subset}.")
 
   root = jax.random.key(config.seed)
   seed_keys = [jax.random.fold_in(root, s) for s in range(config.num_seeds)]

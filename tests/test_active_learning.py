@@ -64,6 +64,14 @@ def test_unknown_function_is_named(tmp_path):
     active_learning.train_and_evaluate(config, str(tmp_path))
 
 
+def test_eval_batch_must_divide_the_test_set(tmp_path):
+  config = config_lib.get_config("quick")
+  config.eval_batch_size = 30  # the quick test set has 100 images
+  with pytest.raises(ValueError, match="eval_batch_size=30 must divide the 100 test images"):
+    active_learning.train_and_evaluate(config, str(tmp_path))
+  assert not (tmp_path / "config.json").exists()  # a corrected config can start there
+
+
 def test_balanced_initial_labels():
   labels = np.repeat(np.arange(10), 50)
   chosen = active_learning.balanced_initial_labels(jax.random.key(0), labels, 2)
