@@ -7,13 +7,15 @@ which weights each learned rate feeds (`regularization`).
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from dropjax import conv as conv_lib
 from dropjax import layers
 from dropjax._validation import concrete_value
 from dropjax.ops import drop_path_rates
@@ -23,6 +25,8 @@ VARIANTS = (
     "drop_path",
 )
 # Feature-map variants fall back to standard dropout in dense positions.
+# The convolution primitive of the conv models (``jax.lax.conv_general_dilated``'s signature).
+ConvFn = Callable[..., jax.Array]
 _DENSE_EQUIVALENT = {"spatial": "dropout", "dropblock": "dropout"}
 
 
@@ -177,9 +181,12 @@ class MLP(nnx.Module):
 class ResidualBlock(nnx.Module):
   """``act(x + drop_path(conv(act(conv(x)))))``."""
 
-  def __init__(self, channels: int, *, path_rate: float, activation, rngs: nnx.Rngs):
-    self.conv1 = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
-    self.conv2 = nnx.Conv(channels, channels, (3, 3), rngs=rngs)
+  def __init__(self, channels: int, *, path_rate: float, activation, rngs: nnx.Rngs,
+               conv_general_dilated: ConvFn = conv_lib.conv_general_dilated):
+    self.conv1 = nnx.Conv(channels, channels, (3, 3), conv_general_dilated=conv_general_dilated,
+                          rngs=rngs)
+    self.conv2 = nnx.Conv(channels, channels, (3, 3), conv_general_dilated=conv_general_dilated,
+                          rngs=rngs)
     self.drop_path = (layers.Identity() if _is_zero(path_rate)
                       else layers.DropPath(path_rate, rngs=rngs))
     self.activation = activation
@@ -210,6 +217,9 @@ class ConvNet(nnx.Module):
     batch_norm: None, ``"after_dropout"`` (BatchNorm after every stage convolution, fed by
       the feature-map dropout) or ``"before_dropout"`` (the same BatchNorms, dropout only
       in the dense head after the last of them); see `MLP`.
+    conv_general_dilated: the convolution primitive. The default,
+      `dropjax.conv.conv_general_dilated`, equals ``jax.lax.conv_general_dilated`` bitwise
+      and keeps its gradients fast inside ``lax.scan``/``fori_loop`` on CPU.
     rngs: ``nnx.Rngs`` with ``params`` and ``dropout`` streams.
   """
 
@@ -226,6 +236,7 @@ class ConvNet(nnx.Module):
       dense_features: int = 128,
       block_size: int = 3,
       batch_norm: str | None = None,
+      conv_general_dilated: ConvFn = conv_lib.conv_general_dilated,
       rngs: nnx.Rngs,
   ):
     _check_variant(variant)
@@ -246,10 +257,11 @@ class ConvNet(nnx.Module):
       drops.append(
           feature_map_dropout(variant, rate, block_size=min(block_size, size), rngs=rngs)
       )
-      convs.append(nnx.Conv(cin, cout, (3, 3), rngs=rngs))
+      convs.append(nnx.Conv(cin, cout, (3, 3), conv_general_dilated=conv_general_dilated,
+                            rngs=rngs))
       norms.append(nnx.BatchNorm(cout, rngs=rngs) if batch_norm else layers.Identity())
       blocks.append(ResidualBlock(cout, path_rate=path_rates[stage], activation=self.activation,
-                                  rngs=rngs))
+                                  conv_general_dilated=conv_general_dilated, rngs=rngs))
       input_dims.append(cin)
       size, cin = size // 2, cout
     self.drops, self.convs, self.norms = nnx.List(drops), nnx.List(convs), nnx.List(norms)
@@ -296,6 +308,9 @@ class KerasMnistCNN(nnx.Module):
     dense_rate: dropout rate before the output layer (0.5 in the paper).
     channels: convolution filters.
     dense_features: the hidden dense width.
+    conv_general_dilated: the convolution primitive. The default,
+      `dropjax.conv.conv_general_dilated`, equals ``jax.lax.conv_general_dilated`` bitwise
+      and keeps its gradients fast inside ``lax.scan``/``fori_loop`` on CPU.
     rngs: ``nnx.Rngs`` with ``params`` and ``dropout`` streams.
 
   References:
@@ -304,15 +319,17 @@ class KerasMnistCNN(nnx.Module):
 
   def __init__(self, num_classes: int = 10, *, spatial_size: int = 28, conv_rate: float = 0.25,
                dense_rate: float = 0.5, channels: int = 32, dense_features: int = 128,
-               rngs: nnx.Rngs):
+               conv_general_dilated: ConvFn = conv_lib.conv_general_dilated, rngs: nnx.Rngs):
     # 4x4 as published; 3x3 keeps a 2x2 map on the 8x8 digits.
     kernel = 4 if spatial_size >= 16 else 3
     pooled = (spatial_size - 2 * (kernel - 1)) // 2
     if pooled < 1:
       raise ValueError(f"`spatial_size`={spatial_size} is too small for two 4x4 convolutions "
                        "and a 2x2 pool.")
-    self.conv1 = nnx.Conv(1, channels, (kernel, kernel), padding="VALID", rngs=rngs)
-    self.conv2 = nnx.Conv(channels, channels, (kernel, kernel), padding="VALID", rngs=rngs)
+    make_conv = functools.partial(nnx.Conv, kernel_size=(kernel, kernel), padding="VALID",
+                             conv_general_dilated=conv_general_dilated, rngs=rngs)
+    self.conv1 = make_conv(1, channels)
+    self.conv2 = make_conv(channels, channels)
     self.conv_drop = dense_dropout("dropout", conv_rate, rngs=rngs)
     self.dense1 = nnx.Linear(pooled * pooled * channels, dense_features, rngs=rngs)
     self.dense_drop = dense_dropout("dropout", dense_rate, rngs=rngs)
@@ -343,13 +360,19 @@ class LeNet5(nnx.Module):
     num_classes: output classes.
     spatial_size: input height = width.
     dropout_rate: the rate before each dense layer (Ovadia et al. tuned 0.303 for LeNet).
+    conv_general_dilated: the convolution primitive. The default,
+      `dropjax.conv.conv_general_dilated`, equals ``jax.lax.conv_general_dilated`` bitwise
+      and keeps its gradients fast inside ``lax.scan``/``fori_loop`` on CPU.
     rngs: ``nnx.Rngs`` with ``params`` and ``dropout`` streams.
   """
 
   def __init__(self, num_classes: int = 10, *, spatial_size: int = 28,
-               dropout_rate: float = 0.3, rngs: nnx.Rngs):
-    self.conv1 = nnx.Conv(1, 6, (5, 5), padding="SAME", rngs=rngs)
-    self.conv2 = nnx.Conv(6, 16, (5, 5), padding="SAME", rngs=rngs)
+               dropout_rate: float = 0.3,
+               conv_general_dilated: ConvFn = conv_lib.conv_general_dilated, rngs: nnx.Rngs):
+    make_conv = functools.partial(nnx.Conv, kernel_size=(5, 5), padding="SAME",
+                             conv_general_dilated=conv_general_dilated, rngs=rngs)
+    self.conv1 = make_conv(1, 6)
+    self.conv2 = make_conv(6, 16)
     flat = (spatial_size // 4) ** 2 * 16
     sizes = [flat, 120, 84, num_classes]
     self.drops = nnx.List([dense_dropout("dropout", dropout_rate, rngs=rngs) for _ in range(3)])

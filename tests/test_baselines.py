@@ -3,11 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from dropjax.calibration import fit_temperature, temperature_nll
 from dropjax.data import load_digits
-from dropjax.models import MLP
+from dropjax.models import MLP, LeNet5
 from dropjax.train import ensemble_member, fit_classifier, fit_ensemble, predict_probabilities
 
 
@@ -22,12 +23,13 @@ def test_temperature_scaling_recovers_the_overconfidence_factor():
   assert float(temperature_nll(3.0 * logits, labels, t)) <= min(nll) + 1e-6
 
 
-def test_vmapped_ensemble_members_equal_separate_runs():
+@pytest.mark.parametrize("vectorize", [True, False], ids=["vmapped", "mapped"])
+def test_ensemble_members_equal_separate_runs(vectorize):
   data = load_digits()
   make = lambda rngs: MLP(64, [32], 10, input_rate=0.1, hidden_rate=0.3, rngs=rngs)
   keys = jax.random.split(jax.random.key(0), 3)
   graphdef, states, history = fit_ensemble(make, data.train, keys=keys, epochs=3, batch_size=64,
-                                           learning_rate=1e-3)
+                                           learning_rate=1e-3, vectorize=vectorize)
   assert history["loss"].shape == (3, 3)
   probs = []
   for k in range(3):
@@ -42,3 +44,19 @@ def test_vmapped_ensemble_members_equal_separate_runs():
     probs.append(member)
   assert not np.allclose(probs[0], probs[1], atol=1e-3)  # members differ
   assert bool(jnp.all(jnp.isfinite(jnp.stack(probs))))
+
+
+def test_mapped_convolutional_ensemble_equals_separate_runs():
+  data = load_digits()
+  make = lambda rngs: LeNet5(10, spatial_size=8, dropout_rate=0.3, rngs=rngs)
+  keys = jax.random.split(jax.random.key(1), 2)
+  graphdef, states, _ = fit_ensemble(make, data.train, keys=keys, epochs=2, batch_size=64,
+                                     learning_rate=1e-3, vectorize=False)
+  for k in range(2):
+    init_key, train_key = jax.random.split(keys[k])
+    single = make(nnx.Rngs(params=init_key, dropout=0))
+    fit_classifier(single, data.train, key=train_key, epochs=2, batch_size=64,
+                   learning_rate=1e-3)
+    np.testing.assert_allclose(
+        predict_probabilities(ensemble_member(graphdef, states, k), data.test.images),
+        predict_probabilities(single, data.test.images), atol=1e-4)

@@ -1,0 +1,124 @@
+"""Convolutional training inside compiled loops: XLA's convolution gradients vs `dropjax.conv`.
+
+    python scripts/bench_conv.py [--out results] [--repeats 5]
+
+Two measurements, as ratios within one process (median of timed calls after a warm-up):
+  1. One train step of the digits `ConvNet` without dropout (batch 64, Adam): a per-step
+     ``jit`` against 20 steps inside one ``lax.scan``, with
+     ``jax.lax.conv_general_dilated`` and with `dropjax.conv.conv_general_dilated` as the
+     models' convolution.
+  2. `fit_ensemble` of 5 MNIST-shaped LeNet-5 members (batch 128): vmapped members
+     against mapped ones (``vectorize=False``).
+Writes ``bench_conv[_<platform>].{json,md}`` atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import benchlib
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from dropjax import conv
+from dropjax.data import Split
+from dropjax.models import ConvNet, LeNet5
+from dropjax.train import fit_ensemble
+
+SCAN_STEPS = 20
+
+
+def median_seconds(fn, repeats):
+  jax.block_until_ready(fn())
+  times = []
+  for _ in range(repeats):
+    tic = time.perf_counter()
+    jax.block_until_ready(fn())
+    times.append(time.perf_counter() - tic)
+  return float(np.median(times))
+
+
+def _step_times(primitive, repeats):
+  """(seconds of a per-step-jitted train step, seconds per step inside lax.scan)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.random((64, 8, 8, 1)), jnp.float32)
+  y = jnp.asarray(rng.integers(0, 10, 64), jnp.int32)
+  tx = optax.adam(1e-3)
+  # No dropout: the convolutions are what is measured.
+  model = ConvNet(1, 10, spatial_size=8, variant="none", conv_general_dilated=primitive,
+                  rngs=nnx.Rngs(params=0, dropout=0))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def step(carry, _):
+    params, opt_state = carry
+
+    def loss_fn(p):
+      logits = nnx.merge(graphdef, p, rest, copy=True)(x)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    grads = jax.grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), None
+
+  carry = (params, tx.init(params))
+  one = jax.jit(lambda c: step(c, None)[0])
+  scanned = jax.jit(lambda c: jax.lax.scan(step, c, None, length=SCAN_STEPS)[0])
+  return (median_seconds(lambda: one(carry), repeats * SCAN_STEPS),
+          median_seconds(lambda: scanned(carry), repeats) / SCAN_STEPS)
+
+
+def bench_scanned_steps(repeats):
+  name = "ConvNet train step (digits, batch 64), ms per step"
+  rows, baseline = [], None
+  for label, primitive in (("jax.lax conv", jax.lax.conv_general_dilated),
+                           ("dropjax.conv", conv.conv_general_dilated)):
+    per_step, in_scan = _step_times(primitive, repeats)
+    baseline = baseline or per_step
+    rows += [{"benchmark": name, "variant": f"{label}, per-step jit", "ms": 1e3 * per_step,
+              "ratio": per_step / baseline},
+             {"benchmark": name, "variant": f"{label}, inside lax.scan", "ms": 1e3 * in_scan,
+              "ratio": in_scan / baseline}]
+  return rows
+
+
+def bench_ensemble(repeats, members=5, steps=20):
+  rng = np.random.default_rng(0)
+  train = Split(rng.random((128 * steps, 28, 28, 1), dtype=np.float32),
+                rng.integers(0, 10, 128 * steps).astype(np.int32))
+  make = lambda rngs: LeNet5(10, spatial_size=28, dropout_rate=0.3, rngs=rngs)
+  keys = jax.random.split(jax.random.key(0), members)
+  name = f"fit_ensemble, {members} LeNet-5 members (MNIST shape, batch 128), ms per step"
+  times = {}
+  for vectorize in (True, False):
+    fit = lambda v=vectorize: fit_ensemble(make, train, keys=keys, epochs=1, batch_size=128,
+                                           learning_rate=1e-3, vectorize=v)[1]
+    times[vectorize] = median_seconds(fit, repeats) / steps
+  return [{"benchmark": name, "variant": "members vmapped", "ms": 1e3 * times[True],
+           "ratio": 1.0},
+          {"benchmark": name, "variant": "members mapped (vectorize=False)",
+           "ms": 1e3 * times[False], "ratio": times[False] / times[True]}]
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", default="results")
+  parser.add_argument("--repeats", type=int, default=5)
+  args = parser.parse_args()
+  start = time.perf_counter()
+  rows = bench_scanned_steps(args.repeats) + bench_ensemble(max(1, args.repeats // 2))
+  meta = benchlib.machine_meta(start)
+  lines = [f"Convolutions in compiled loops ({meta['device']}, {meta['cpu_count']} CPUs, jax "
+           f"{meta['jax']}; `python scripts/bench_conv.py`). Ratio: time / the first row of "
+           "the same benchmark.", "",
+           "| benchmark | variant | ms | ratio |", "|---|---|---|---|"]
+  lines += [f"| {r['benchmark']} | {r['variant']} | {r['ms']:.2f} | {r['ratio']:.2f} |"
+            for r in rows]
+  benchlib.write_results(args.out, "bench_conv", meta, rows, lines)
+
+
+if __name__ == "__main__":
+  main()
