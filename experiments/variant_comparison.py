@@ -1,8 +1,11 @@
-"""The variant comparison: one architecture and budget, every dropout variant.
+"""The variant comparison: one architecture and budget, every dropout variant at its tuned rate.
 
-Resumable: each variant's result is written atomically to ``workdir/variants/NAME.json``
-when it finishes, and a restarted run loads finished variants instead of retraining them
-(each variant is a deterministic function of the config, so the numbers are the same).
+Each fixed-rate variant trains at ``config.tune_scales`` x its configured rates; the run
+with the lowest validation ``config.tune_metric`` is reported on the test split.
+Resumable: each run's result is written atomically to
+``workdir/variants/NAME@SCALE.json`` when it finishes, and a restarted study loads
+finished runs instead of retraining them (each run is a deterministic function of the
+config, so the numbers are the same).
 """
 
 from __future__ import annotations
@@ -28,8 +31,10 @@ from experiments.mc_calibration import load_splits
 
 COLUMNS = (
     ("variant", "variant", "s"),
-    ("conv_rate", "conv rate", ".2f"),
-    ("dense_rate", "dense rate", ".2f"),
+    ("scale", "tuned x", "g"),
+    ("conv_rate", "conv rate", ".3f"),
+    ("dense_rate", "dense rate", ".3f"),
+    ("validation_score", "val score", ".4f"),
     ("accuracy_det", "acc (det)", ".4f"),
     ("accuracy_mc", "acc (MC)", ".4f"),
     ("nll_det", "NLL (det)", ".4f"),
@@ -55,14 +60,29 @@ def _evaluate_model(config, model, test: Split, mc_key: jax.Array) -> dict[str, 
   return {**{f"{k}_det": v for k, v in det.items()}, **{f"{k}_mc": v for k, v in mc.items()}}
 
 
-def run_variant(config: ml_collections.ConfigDict, variant: str, data) -> dict[str, Any]:
-  """Trains and evaluates one variant; a pure function of the config."""
+def scaled_rates(config: ml_collections.ConfigDict, variant: str,
+                 scale: float) -> tuple[float, float]:
+  """``(conv_rate, dense_rate)`` of ``variant``: the config's rates times ``scale``."""
+  return scale * config.conv_rate[variant], scale * config.dense_rate[variant]
+
+
+def is_tuned(variant: str) -> bool:
+  """Fixed-rate variants are tuned; no dropout has no rate and concrete learns its own."""
+  return variant not in ("none", "concrete")
+
+
+def run_variant(config: ml_collections.ConfigDict, variant: str, data,
+                scale: float = 1.0) -> dict[str, Any]:
+  """Trains one variant at its config rates times ``scale`` on the training split and
+  scores it on the validation and test splits; a pure function of the config."""
+  conv_rate, dense_rate = scaled_rates(config, variant, scale)
   root = jax.random.key(config.seed)
   init_key, train_key, mc_key = (jax.random.fold_in(root, i) for i in range(3))
-  # The same init key for every variant: where shapes agree the initial weights agree.
+  # The same init key for every variant and rate: where shapes agree the initial weights
+  # agree.
   model = ConvNet(
       data.train.images.shape[-1], data.num_classes, spatial_size=data.train.images.shape[1],
-      variant=variant, conv_rate=config.conv_rate[variant], dense_rate=config.dense_rate[variant],
+      variant=variant, conv_rate=conv_rate, dense_rate=dense_rate,
       channels=tuple(config.channels), dense_features=config.dense_features,
       block_size=config.block_size, rngs=nnx.Rngs(params=init_key, dropout=0),
   )
@@ -74,19 +94,22 @@ def run_variant(config: ml_collections.ConfigDict, variant: str, data) -> dict[s
       weight_regularizer=config.concrete_length_scale**2 / n_train,
       dropout_regularizer=1.0 / n_train,
       progress=lambda s: logging.log_every_n_seconds(
-          logging.INFO, "%s: epoch %d/%d loss %.4f, ETA %.0fs", 10, variant, s["epoch"],
-          s["epochs"], s["loss"], s["eta_seconds"]),
+          logging.INFO, "%s x%g: epoch %d/%d loss %.4f, ETA %.0fs", 10, variant, scale,
+          s["epoch"], s["epochs"], s["loss"], s["eta_seconds"]),
   )
   train_seconds = time.perf_counter() - tic
   scores = _evaluate_model(config, model, data.test, mc_key)
+  validation = _evaluate_model(config, model, data.validation, jax.random.fold_in(mc_key, 1))
   # Steady-state step time: the first epoch includes compilation.
   steady = history["epoch_seconds"][1:] or history["epoch_seconds"]
   steps_per_epoch = history["steps"] / config.epochs
   result = {
       "variant": variant,
-      "conv_rate": config.conv_rate[variant],
-      "dense_rate": config.dense_rate[variant],
+      "scale": scale,
+      "conv_rate": conv_rate,
+      "dense_rate": dense_rate,
       **scores,
+      **{f"validation_{k}": v for k, v in validation.items()},
       "final_train_loss": history["loss"][-1],
       "train_seconds": train_seconds,
       "step_ms": 1e3 * float(np.median(steady)) / steps_per_epoch,
@@ -96,6 +119,38 @@ def run_variant(config: ml_collections.ConfigDict, variant: str, data) -> dict[s
   if learned:
     result["learned_rates"] = learned
   return result
+
+
+def tune_variant(config: ml_collections.ConfigDict, variant: str, data,
+                 workdir: str) -> dict[str, Any]:
+  """Trains ``variant`` at every rate scale of ``config.tune_scales`` and returns the run
+  with the best validation ``config.tune_metric`` (the first on ties), its test metrics
+  and every candidate's validation score.
+
+  Each candidate is stored in ``workdir/variants/<variant>@<scale>.json`` as it finishes,
+  so a restarted study retrains only the missing ones.
+  """
+  scales = tuple(config.tune_scales) if is_tuned(variant) else (1.0,)
+  candidates = []
+  for scale in scales:
+    path = os.path.join(workdir, "variants", f"{variant}@{scale:g}.json")
+    candidate = reporting.load_json(path)
+    if candidate is None:
+      candidate = run_variant(config, variant, data, scale)
+      io.write_json_atomic(path, candidate)
+      logging.info("%s x%g: validation %s %.4f, test acc %.4f / %.4f (det / MC), %.1fs",
+                   variant, scale, config.tune_metric,
+                   candidate[f"validation_{config.tune_metric}"], candidate["accuracy_det"],
+                   candidate["accuracy_mc"], candidate["train_seconds"])
+    candidates.append(candidate)
+  scores = [c[f"validation_{config.tune_metric}"] for c in candidates]
+  best = dict(candidates[int(np.argmin(scores))])  # argmin: the first on ties
+  best["validation_score"] = best[f"validation_{config.tune_metric}"]
+  best["candidates"] = [{"scale": c["scale"], "conv_rate": c["conv_rate"],
+                         "dense_rate": c["dense_rate"], "validation_score": score,
+                         "train_seconds": c["train_seconds"]}
+                        for c, score in zip(candidates, scores, strict=True)]
+  return best
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> SplitDataset:
@@ -206,24 +261,33 @@ def _plot(rows, path):
   reporting.save_figure(fig, path)
 
 
+TUNE_METRICS = ("nll_mc", "nll_det", "brier_mc", "brier_det", "ece_mc", "ece_det")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Refuses a tuning setup that cannot run, before anything is trained or recorded."""
+  if config.tune_metric not in TUNE_METRICS:
+    raise ValueError(f"config.tune_metric must be one of {TUNE_METRICS} (lower is better); "
+                     f"got {config.tune_metric!r}.")
+  if not config.tune_scales or any(s <= 0 for s in config.tune_scales):
+    raise ValueError("config.tune_scales must be a non-empty tuple of positive rate "
+                     f"multipliers; got {tuple(config.tune_scales)}.")
+  for variant in filter(is_tuned, config.variants):
+    for scale in config.tune_scales:
+      rates = scaled_rates(config, variant, scale)
+      if not all(0.0 <= r < 1.0 for r in rates):
+        raise ValueError(
+            f"config.tune_scales: {scale:g} x the rates of {variant!r} gives (conv, dense) = "
+            f"{rates}; every tuned rate must lie in [0, 1).")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs every variant of ``config.variants`` (resuming finished ones) and writes the report."""
+  check_config(config)
   data = load_dataset(config)
   reporting.start_workdir(config, workdir)
   start = time.perf_counter()
-  rows = []
-  for variant in config.variants:
-    path = os.path.join(workdir, "variants", f"{variant}.json")
-    result = reporting.load_json(path)
-    if result is None:
-      result = run_variant(config, variant, data)
-      io.write_json_atomic(path, result)
-      logging.info("%s: acc %.4f / %.4f (det / MC), ECE %.4f / %.4f, %.1fs", variant,
-                   result["accuracy_det"], result["accuracy_mc"], result["ece_det"],
-                   result["ece_mc"], result["train_seconds"])
-    else:
-      logging.info("%s: loaded the finished result from %s", variant, path)
-    rows.append(result)
+  rows = [tune_variant(config, variant, data, workdir) for variant in config.variants]
   baseline = next((r["step_ms"] for r in rows if r["variant"] == "none"), None)
   for row in rows:
     row["overhead"] = row["step_ms"] / baseline if baseline else None
@@ -234,11 +298,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   bn = section("batchnorm", lambda: batchnorm_placements(config, data))
   lstm = section("lstm", lambda: lstm_modes(config, data))
   wall = time.perf_counter() - start
-  total_train = sum(r["train_seconds"] for r in rows)
+  total_train = sum(c["train_seconds"] for r in rows for c in r["candidates"])
+  scales = ", ".join(f"{s:g}" for s in config.tune_scales)
   header = (
       f"Variant comparison on {config.dataset} ({data.train.images.shape[0]} train / "
-      f"{data.test.images.shape[0]} test), {config.epochs} epochs, seed {config.seed}, "
-      f"MC with {config.mc_samples} samples. Training the variants took {total_train:.0f}s "
+      f"{data.validation.images.shape[0]} validation / {data.test.images.shape[0]} test), "
+      f"{config.epochs} epochs, seed {config.seed}, MC with {config.mc_samples} samples. "
+      f"Each fixed-rate variant is trained at {scales} x its configured rates and the run "
+      f"with the lowest validation {config.tune_metric} is kept (`tuned x`, `val score`); "
+      "its test metrics are shown. Concrete dropout learns its rates (initial rates shown). "
+      f"Training all candidates took {total_train:.0f}s "
       f"(this invocation, all sections: {wall:.0f}s).\n\n"
   )
   table = reporting.markdown_table(rows, COLUMNS)

@@ -26,8 +26,22 @@ def test_quick_study_reports_every_method_shift_and_ood(tmp_path):
   assert {r["score"] for r in out["ood"]} >= {"MC dropout: mutual information (BALD)"}
   assert all(0 <= r["auroc"] <= 1 for r in out["ood"])
   assert len(out["findings"]) == 3
+  for finding in out["findings"]:  # checked at every rotated angle of the config
+    assert finding["angles"] == len(config_lib.get_config("quick").angles) - 1
+    assert 0 <= finding["angles_holding"] <= finding["angles"]
   text = (tmp_path / "results.md").read_text()
   assert "Ovadia et al. 2019" in text and (tmp_path / "shift.png").stat().st_size > 0
+
+
+def test_published_findings_judge_the_methods_they_name():
+  config = config_lib.get_config("quick")
+  mc, ensemble = f"MC dropout (S={max(config.mc_samples)})", "deep ensemble (2)"
+  by = {"temperature scaling": {"nll": 1.0, "ece": 0.10}, ensemble: {"nll": 0.5, "ece": 0.2},
+        mc: {"nll": 0.9, "ece": 0.05}}
+  claims = dict(mc_calibration.published_findings(config))
+  assert [claim(by) for claim in claims.values()] == [True, True, True]
+  by[mc] = {"nll": 0.4, "ece": 0.3}  # MC dropout now beats the ensemble, loses on ECE
+  assert [claim(by) for claim in claims.values()] == [False, False, True]
 
 
 def test_lenet_option_runs_the_study_with_lenet5(tmp_path):

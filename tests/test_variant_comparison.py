@@ -26,6 +26,20 @@ def test_quick_run_reports_every_variant_and_resumes_to_the_same_numbers(tmp_pat
     for key in ("accuracy_det", "accuracy_mc", "nll_mc", "ece_mc", "brier_det"):
       assert np.isfinite(row[key])
   assert first["rows"][names.index("concrete")]["learned_rates"]
+  # Tuning: every fixed-rate variant ran at each scale; the kept run is the validation argmin.
+  for row in first["rows"]:
+    candidates = row["candidates"]
+    if row["variant"] in ("none", "concrete"):
+      assert [c["scale"] for c in candidates] == [1.0]
+      continue
+    assert [c["scale"] for c in candidates] == list(config.tune_scales)
+    scores = [c["validation_score"] for c in candidates]
+    assert row["scale"] == candidates[int(np.argmin(scores))]["scale"]
+    assert row["validation_score"] == min(scores) == row["validation_nll_mc"]
+    assert row["dense_rate"] == pytest.approx(row["scale"] * config.dense_rate[row["variant"]])
+    stored = json.load(open(os.path.join(workdir, "variants",
+                                         f"{row['variant']}@{row['scale']:g}.json")))
+    assert stored["nll_mc"] == row["nll_mc"]  # test metrics of the kept run
   # 2 model sizes x 2 training-set sizes x 2 rates x 1 seed, each evaluated.
   assert len(first["rate_sweep"]) == 8 and {r["rate"] for r in first["rate_sweep"]} == {0.0, 0.5}
   assert [r["batch_norm"] for r in first["batchnorm"]] == ["none", "after_dropout",
@@ -35,11 +49,13 @@ def test_quick_run_reports_every_variant_and_resumes_to_the_same_numbers(tmp_pat
     assert heading in table
 
   # A run killed after some variants: drop two finished results and run again.
-  for name in ("dropout", "concrete"):
+  for name in ("dropout@0.5", "dropout@1", "concrete@1"):
     os.remove(os.path.join(workdir, "variants", f"{name}.json"))
   resumed = variant_comparison.train_and_evaluate(config, workdir)
-  strip = lambda rows: [{k: v for k, v in r.items() if k not in ("train_seconds", "step_ms",
-                                                                   "overhead")} for r in rows]
+  timing = ("train_seconds", "step_ms", "overhead")
+  strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} | {
+      "candidates": [{k: v for k, v in c.items() if k not in timing} for c in r["candidates"]]}
+      for r in rows]
   assert strip(resumed["rows"]) == strip(first["rows"])  # retrained ones bitwise equal
 
 
@@ -57,6 +73,19 @@ def test_resuming_under_a_different_config_is_refused(tmp_path):
   config.mc_chunk_size = 1
   variant_comparison.train_and_evaluate(config, workdir)
   assert json.load(open(os.path.join(workdir, "config.json")))["mc_chunk_size"] == 1
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("tune_metric", "accuracy_mc", r"tune_metric must be one of \('nll_mc'"),
+    ("tune_scales", (), r"tune_scales must be a non-empty tuple"),
+    ("tune_scales", (1.0, 2.0), r"2 x the rates of 'dropout' gives .* \[0, 1\)"),
+])
+def test_bad_tuning_setups_are_refused_before_training(tmp_path, field, value, match):
+  config = config_lib.get_config("quick")
+  config[field] = value
+  with pytest.raises(ValueError, match=match):
+    variant_comparison.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")
 
 
 def test_unknown_config_option_lists_the_options():
