@@ -33,12 +33,11 @@ from flax import nnx
 
 from dropjax import acquisition, io, uncertainty
 from dropjax.checkpoint import load_checkpoint, save_checkpoint
-from dropjax.data import Split, load_digits
-from dropjax.data.idx import load_idx_dataset
+from dropjax.data import Split
 from dropjax.layers import reseed
 from dropjax.mc import mc_sample
 from dropjax.models import KerasMnistCNN
-from experiments import reporting
+from experiments import datasets, reporting
 
 # Gal, Islam & Ghahramani 2017, Table 1 (MNIST): labels needed to reach 10% and 5% test
 # error, as quoted in our issue tracker "as we recall it" (not yet checked against the paper).
@@ -53,15 +52,10 @@ STREAMS = ("init", "data", "dropout", "mc", "subset", "score")
 
 def load_pool_and_test(config: ml_collections.ConfigDict) -> tuple[Split, Split]:
   """(pool, test): the whole training set is the pool, as in the paper."""
-  if config.dataset == "digits":
-    data = load_digits(seed=0)
-    pool = Split(np.concatenate([data.train.images, data.validation.images]),
-                 np.concatenate([data.train.labels, data.validation.labels]))
-    return pool, data.test
-  if config.dataset == "mnist":
-    data = load_idx_dataset("mnist", config.data_dir or None)
-    return data["train"], data["test"]
-  raise ValueError(f"config.dataset must be 'digits' or 'mnist'; got {config.dataset!r}.")
+  data = datasets.load_classification(config.dataset, config.data_dir)
+  pool = Split(np.concatenate([data.train.images, data.validation.images]),
+               np.concatenate([data.train.labels, data.validation.labels]))
+  return pool, data.test
 
 
 def balanced_initial_labels(key: jax.Array, labels: np.ndarray, per_class: int) -> np.ndarray:

@@ -23,8 +23,7 @@ from dropjax import io, layers, metrics
 from dropjax.mc import mc_predict, module_forward
 from dropjax.models import MLP
 from dropjax.train import fit_classifier, predict_probabilities
-from experiments import reporting
-from experiments.mc_calibration import load_splits
+from experiments import datasets, reporting
 
 
 def learned_rates(model: nnx.Module) -> list[float]:
@@ -70,7 +69,7 @@ def run_model(config, data, name: str) -> dict[str, Any]:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   reporting.start_workdir(config, workdir)
-  data = load_splits(config)
+  data = datasets.load_splits(config)
   rows = [reporting.load_or_compute(os.path.join(workdir, "models", f"{name}.json"),
                                     lambda name=name: run_model(config, data, name))
           for name in ("concrete", "fixed")]

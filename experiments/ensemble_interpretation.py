@@ -14,24 +14,11 @@ from absl import logging
 from flax import nnx
 
 from dropjax import io, metrics
-from dropjax.data import Split, load_digits
-from dropjax.data.idx import load_idx_dataset
 from dropjax.ensemble import exact_ensemble
 from dropjax.mc import mc_sample, module_forward
 from dropjax.models import MLP
 from dropjax.train import ensemble_member, fit_classifier, fit_ensemble, predict_probabilities
-from experiments import reporting
-
-
-def load_classification(config: ml_collections.ConfigDict) -> tuple[Split, Split]:
-  """(train, test) of ``config.dataset``: the embedded digits or MNIST from the data dir."""
-  if config.dataset == "digits":
-    data = load_digits(seed=0)
-    return data.train, data.test
-  if config.dataset == "mnist":
-    data = load_idx_dataset("mnist", config.data_dir or None)
-    return data["train"], data["test"]
-  raise ValueError(f"config.dataset must be 'digits' or 'mnist'; got {config.dataset!r}.")
+from experiments import datasets, reporting
 
 
 def mc_versus_weight_scaling(config, train, test) -> dict[str, Any]:
@@ -135,7 +122,8 @@ def _plot(result, path, dataset):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   reporting.start_workdir(config, workdir)
   start = time.perf_counter()
-  train, test = load_classification(config)
+  data = datasets.load_classification(config.dataset, config.data_dir)
+  train, test = data.train, data.test
   path = os.path.join(workdir, "mc_vs_ws.json")
   curve = reporting.load_json(path)
   if curve is None:

@@ -16,25 +16,11 @@ from scipy import ndimage
 
 from dropjax import io, metrics, uncertainty
 from dropjax.calibration import fit_temperature
-from dropjax.data import Split, load_digits
-from dropjax.data.idx import load_idx_dataset
+from dropjax.data import Split
 from dropjax.mc import mc_sample, module_forward
 from dropjax.models import MLP, LeNet5
 from dropjax.train import ensemble_member, fit_ensemble
-from experiments import reporting
-
-
-def load_splits(config) -> tuple[Split, Split, Split]:
-  """(train, validation, test)."""
-  if config.dataset == "digits":
-    data = load_digits(seed=0)
-    return data.train, data.validation, data.test
-  if config.dataset == "mnist":
-    data = load_idx_dataset("mnist", config.data_dir or None)
-    train, cut = data["train"], len(data["train"].labels) - config.validation_size
-    return (Split(train.images[:cut], train.labels[:cut]),
-            Split(train.images[cut:], train.labels[cut:]), data["test"])
-  raise ValueError(f"config.dataset must be 'digits' or 'mnist'; got {config.dataset!r}.")
+from experiments import datasets, reporting
 
 
 def rotate(images: np.ndarray, angle: float) -> np.ndarray:
@@ -170,7 +156,7 @@ def published_findings(config: ml_collections.ConfigDict) -> list[tuple[str, Cal
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   reporting.start_workdir(config, workdir)
   start = time.perf_counter()
-  train, validation, test = load_splits(config)
+  train, validation, test = datasets.load_splits(config)
   path = os.path.join(workdir, "shift.json")
   shift = reporting.load_json(path)
   if shift is None:

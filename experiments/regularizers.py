@@ -31,8 +31,7 @@ from dropjax.data import Split
 from dropjax.models import MLP, ConvNet
 from dropjax.ops import per_depth_rates
 from dropjax.train import fit_classifier, predict_probabilities
-from experiments import reporting
-from experiments.mc_calibration import load_splits
+from experiments import datasets, reporting
 
 # What each method uses. A method without an entry for a model is not run on it.
 METHODS: dict[str, dict[str, Any]] = {
@@ -173,7 +172,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if model not in ("mlp", "cnn"):
       raise ValueError(f"config.models: {model!r} is not one of ['cnn', 'mlp'].")
   reporting.start_workdir(config, workdir)
-  data = load_splits(config)
+  data = datasets.load_splits(config)
   start = time.perf_counter()
 
   tuned = {}

@@ -22,12 +22,11 @@ from absl import logging
 from flax import nnx
 
 from dropjax import io, layers, metrics
-from dropjax.data import Split, SplitDataset, load_digits
+from dropjax.data import Split, SplitDataset
 from dropjax.mc import mc_predict, module_forward
 from dropjax.models import MLP, ConvNet, SequenceClassifier
 from dropjax.train import ensemble_member, fit_classifier, fit_ensemble, predict_probabilities
-from experiments import reporting
-from experiments.mc_calibration import load_splits
+from experiments import datasets, reporting
 
 COLUMNS = (
     ("variant", "variant", "s"),
@@ -154,15 +153,15 @@ def tune_variant(config: ml_collections.ConfigDict, variant: str, data,
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> SplitDataset:
-  """The embedded digits (split by ``config.split_seed``) or MNIST from the data dir."""
-  if config.dataset == "digits":
-    return load_digits(seed=config.split_seed)
-  if config.dataset == "mnist":
-    train, validation, test = load_splits(config)
-    if config.train_size:
-      train = Split(train.images[:config.train_size], train.labels[:config.train_size])
-    return SplitDataset(train, validation, test, 10)
-  raise ValueError(f"config.dataset must be 'digits' or 'mnist'; got {config.dataset!r}.")
+  """The embedded digits (split by ``config.split_seed``) or MNIST from the data dir, the
+  training split cut to its first ``config.train_size`` examples when that is set."""
+  data = datasets.load_classification(config.dataset, config.data_dir,
+                                      validation_size=config.validation_size,
+                                      split_seed=config.split_seed)
+  if config.train_size:
+    data = data._replace(train=Split(data.train.images[:config.train_size],
+                                     data.train.labels[:config.train_size]))
+  return data
 
 
 def _features(data: SplitDataset) -> int:

