@@ -9,6 +9,7 @@ and ``uci_table.csv`` atomically.
 """
 
 import argparse
+import math
 import os
 import re
 
@@ -38,6 +39,12 @@ def paper_2016(data_dir):
   return out
 
 
+def rmse_decimals(rmse: float) -> int:
+  """Decimals that show three significant digits of an RMSE (at least 2): Naval's 0.00078
+  needs 6, Boston's 2.88 needs 2."""
+  return max(2, 2 - math.floor(math.log10(abs(rmse)))) if rmse else 2
+
+
 def within_band(ours, theirs, higher_is_better):
   diff = ours - theirs[0]
   better = diff > 0 if higher_is_better else diff < 0
@@ -61,7 +68,7 @@ def main():
     ref = result.get("reference_2018", {})
     coverage = result.get("coverage", {}).get("0.95")
     p16 = paper.get(name)
-    digits = 4 if result["mc_rmse"][0] < 0.1 else 2
+    digits = rmse_decimals(result["mc_rmse"][0])
     seconds = result["seconds"]
     total = sum(v for k, v in seconds.items() if k != "this_invocation")
     ok_rmse = within_band(result["mc_rmse"][0], ref["mc_rmse"], False) if ref else None
@@ -80,8 +87,8 @@ def main():
     lines.append(
         f"| {name} | {result['n_splits']} | {result['epochs']} | "
         f"{fmt(result['mc_rmse'], digits)} | {fmt(ref['mc_rmse'], digits) if ref else '-'} | "
-        f"{fmt(p16[0], 2) if p16 else '-'} | {fmt(result['log_likelihood'], 2)} | "
-        f"{fmt(ref['log_likelihood'], 2) if ref else '-'} | {fmt(p16[1], 2) if p16 else '-'} | "
+        f"{fmt(p16[0], 2) if p16 else '-'} | {fmt(result['log_likelihood'], 3)} | "
+        f"{fmt(ref['log_likelihood'], 3) if ref else '-'} | {fmt(p16[1], 2) if p16 else '-'} | "
         f"{result['weight_scaling_rmse'][0]:.{digits}f} | "
         f"{fmt([100 * v for v in coverage], 1) if coverage else '-'} | "
         f"{'yes' if ok_rmse else 'no'} / {'yes' if ok_ll else 'no'} | {total / 60:.1f} min |")

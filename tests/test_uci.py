@@ -168,3 +168,18 @@ def test_concrete_quick_run_learns_rates_and_resumes(data_dir, tmp_path):
   assert again["rows"] == summary["rows"]
   # The rates recorded per segment are kept in the checkpoint, so a resume keeps them.
   assert len(again["rate_history"]) == 2 and again["rate_history"] == summary["rate_history"]
+
+
+def test_uci_table_shows_three_significant_digits_of_every_rmse():
+  import importlib.util
+
+  path = os.path.join(os.path.dirname(__file__), "..", "scripts", "uci_table.py")
+  spec = importlib.util.spec_from_file_location("uci_table", path)
+  table = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(table)
+  shown = {rmse: f"{rmse:.{table.rmse_decimals(rmse)}f}"
+           for rmse in (0.000776, 0.0795, 0.539, 2.88)}
+  assert shown == {0.000776: "0.000776", 0.0795: "0.0795", 0.539: "0.539", 2.88: "2.88"}
+  assert table.within_band(0.000776, (0.000743, 0.00002), higher_is_better=False)
+  assert not table.within_band(0.000800, (0.000743, 0.00002), higher_is_better=False)
+  assert table.within_band(-2.79, (-2.81, 0.001), higher_is_better=True)  # better counts
