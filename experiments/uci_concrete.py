@@ -13,7 +13,6 @@ and ``splits.csv``.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import jax
@@ -25,7 +24,7 @@ from absl import logging
 from dropjax import io, regression
 from dropjax.data import uci
 from experiments import reporting
-from experiments.uci import open_dataset_workdir, train_in_segments
+from experiments.uci import map_models_resumably, open_dataset_workdir, train_in_segments
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -69,18 +68,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       record=lambda st: np.asarray(jax.vmap(regression.concrete_rates)(st.params)).mean(1)
       .tolist())
 
-  tic = time.perf_counter()
-
   def test_split(inputs):
     params, key, x, y, m, s = inputs
     return regression.mc_concrete_stats(params, key, x, y, m, s, temperature=config.temperature,
                                         num_samples=config.mc_samples,
                                         chunk_size=config.mc_chunk_size)
 
-  stats = jax.jit(lambda *a: jax.lax.map(test_split, a))(
-      state.params, streams[:, 3], x_test, y_test, y_mean, y_std)
-  jax.block_until_ready(stats)
-  test_seconds = time.perf_counter() - tic
+  stats, test_seconds = map_models_resumably(
+      test_split, (state.params, streams[:, 3], x_test, y_test, y_mean, y_std),
+      checkpoint=os.path.join(workdir, "test.npz"), label=f"{ds.name} concrete test")
   p_input, p_hidden = (np.asarray(r) for r in jax.vmap(regression.concrete_rates)(state.params))
 
   grid = reporting.load_json(os.path.join(config.grid_workdir, ds.name, "results.json")) \

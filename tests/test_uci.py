@@ -88,6 +88,44 @@ def test_training_in_segments_equals_one_run():
     np.testing.assert_array_equal(a, b)
 
 
+def test_test_pass_resumes_between_models_and_ignores_other_models_results(tmp_path):
+  models = {"w": jnp.arange(12.0).reshape(6, 2), "key": jax.random.split(jax.random.key(0), 6)}
+  fn = lambda m: {"sum": m["w"].sum() + jax.random.uniform(m["key"]), "twice": 2 * m["w"]}
+  checkpoint = str(tmp_path / "test.npz")
+  whole, _ = uci_experiment.map_models_resumably(fn, models, checkpoint=str(tmp_path / "a.npz"),
+                                                 label="whole")
+  np.testing.assert_array_equal(whole["twice"], 2 * models["w"])
+  # Killed at model 4: a host callback fails there, after models 0-3 were saved.
+  calls = []
+
+  def record(w, fail_at=None):
+    calls.append(float(w[0]))
+    if float(w[0]) == fail_at:
+      raise RuntimeError("killed")
+    return w
+
+  def observed(callback):
+    return lambda m: fn({**m, "w": jax.pure_callback(callback, m["w"], m["w"])})
+
+  with pytest.raises(Exception, match="killed"):
+    uci_experiment.map_models_resumably(observed(lambda w: record(w, fail_at=8.0)), models,
+                                        checkpoint=checkpoint, label="killed",
+                                        min_save_seconds=0.0)
+  calls.clear()
+  resumed, _ = uci_experiment.map_models_resumably(observed(record), models,
+                                                   checkpoint=checkpoint, label="resumed")
+  assert calls == [8.0, 10.0]  # models 0-3 were not recomputed
+  for name in whole:
+    np.testing.assert_array_equal(resumed[name], whole[name])
+  # Other models (say, retrained after their checkpoint was deleted): the pass starts over.
+  other = {**models, "w": models["w"] + 1}
+  calls.clear()
+  fresh, _ = uci_experiment.map_models_resumably(observed(record), other, checkpoint=checkpoint,
+                                                 label="other")
+  assert len(calls) == 6
+  np.testing.assert_array_equal(fresh["twice"], 2 * other["w"])
+
+
 def test_l2_coefficient_is_the_reference_formula():
   np.testing.assert_allclose(regression.l2_coefficient(0.05, 0.5, 400), 1e-4 * 0.95 / 400)
 
