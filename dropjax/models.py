@@ -294,6 +294,27 @@ class ConvNet(nnx.Module):
     return concrete_regularization(triples, weight_regularizer, dropout_regularizer)
 
 
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+  """``nnx.max_pool(x, (2, 2), strides=(2, 2))`` (VALID) of ``(batch, H, W, C)`` maps.
+
+  A reshape and a max: its gradient is an elementwise select, where ``max_pool``'s is
+  XLA's select-and-scatter, which on XLA:CPU made a quarter of an MNIST LeNet-5 train
+  step. Values and gradients are equal (bitwise) unless a window holds two equal maxima:
+  then ``max_pool`` sends the gradient to the first, this splits it between them. After a
+  ReLU the common tie, a window of zeros, gets no gradient either way.
+
+  Example:
+    >>> max_pool_2x2(jnp.arange(16.0).reshape(1, 4, 4, 1))[0, :, :, 0]
+    Array([[ 5.,  7.],
+           [13., 15.]], dtype=float32)
+  """
+  if x.ndim != 4:
+    raise ValueError(f"`x` must be (batch, height, width, channels); got shape {x.shape}.")
+  b, h, w, c = x.shape
+  x = x[:, : h // 2 * 2, : w // 2 * 2]
+  return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class KerasMnistCNN(nnx.Module):
   """Keras's MNIST example CNN, the model of Gal, Islam & Ghahramani (2017).
 
@@ -338,7 +359,7 @@ class KerasMnistCNN(nnx.Module):
   def features(self, x: jax.Array) -> jax.Array:
     """The deterministic part before the first dropout: MC sampling can compute it once."""
     h = jax.nn.relu(self.conv2(jax.nn.relu(self.conv1(x))))
-    return nnx.max_pool(h, (2, 2), strides=(2, 2))
+    return max_pool_2x2(h)
 
   def head(self, h: jax.Array) -> jax.Array:
     h = self.conv_drop(h).reshape(h.shape[0], -1)
@@ -380,8 +401,8 @@ class LeNet5(nnx.Module):
 
   def features(self, x: jax.Array) -> jax.Array:
     """The convolutions: deterministic, so MC sampling can compute them once."""
-    h = nnx.max_pool(jax.nn.relu(self.conv1(x)), (2, 2), strides=(2, 2))
-    h = nnx.max_pool(jax.nn.relu(self.conv2(h)), (2, 2), strides=(2, 2))
+    h = max_pool_2x2(jax.nn.relu(self.conv1(x)))
+    h = max_pool_2x2(jax.nn.relu(self.conv2(h)))
     return h.reshape(h.shape[0], -1)
 
   def head(self, h: jax.Array) -> jax.Array:

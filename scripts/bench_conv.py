@@ -9,6 +9,8 @@ Two measurements, as ratios within one process (median of timed calls after a wa
      models' convolution.
   2. `fit_ensemble` of 5 MNIST-shaped LeNet-5 members (batch 128): vmapped members
      against mapped ones (``vectorize=False``).
+  3. `fit_ensemble` of one MNIST-shaped LeNet-5: ``flax.nnx.max_pool`` against
+     `dropjax.models.max_pool_2x2` (whose gradient is no select-and-scatter).
 Writes ``bench_conv[_<platform>].{json,md}`` atomically.
 """
 
@@ -85,22 +87,56 @@ def bench_scanned_steps(repeats):
   return rows
 
 
-def bench_ensemble(repeats, members=5, steps=20):
+def fit_ms_per_step(make, train, keys, *, vectorize, repeats, steps):
+  """Milliseconds per training step of `fit_ensemble`, compilation excluded.
+
+  Every `fit_ensemble` call compiles its program; the difference between a 3-epoch and a
+  1-epoch fit is 2 epochs of steps alone.
+  """
+  fit = lambda epochs: fit_ensemble(make, train, keys=keys, epochs=epochs, batch_size=128,
+                                    learning_rate=1e-3, vectorize=vectorize)[1]
+  one, three = (median_seconds(lambda e=e: fit(e), repeats) for e in (1, 3))
+  return 1e3 * (three - one) / (2 * steps)
+
+
+def _mnist_shaped(steps):
   rng = np.random.default_rng(0)
-  train = Split(rng.random((128 * steps, 28, 28, 1), dtype=np.float32),
-                rng.integers(0, 10, 128 * steps).astype(np.int32))
+  return Split(rng.random((128 * steps, 28, 28, 1), dtype=np.float32),
+               rng.integers(0, 10, 128 * steps).astype(np.int32))
+
+
+def bench_ensemble(repeats, members=5, steps=20):
+  train = _mnist_shaped(steps)
   make = lambda rngs: LeNet5(10, spatial_size=28, dropout_rate=0.3, rngs=rngs)
   keys = jax.random.split(jax.random.key(0), members)
   name = f"fit_ensemble, {members} LeNet-5 members (MNIST shape, batch 128), ms per step"
-  times = {}
-  for vectorize in (True, False):
-    fit = lambda v=vectorize: fit_ensemble(make, train, keys=keys, epochs=1, batch_size=128,
-                                           learning_rate=1e-3, vectorize=v)[1]
-    times[vectorize] = median_seconds(fit, repeats) / steps
-  return [{"benchmark": name, "variant": "members vmapped", "ms": 1e3 * times[True],
-           "ratio": 1.0},
-          {"benchmark": name, "variant": "members mapped (vectorize=False)",
-           "ms": 1e3 * times[False], "ratio": times[False] / times[True]}]
+  ms = {v: fit_ms_per_step(make, train, keys, vectorize=v, repeats=repeats, steps=steps)
+        for v in (True, False)}
+  return [{"benchmark": name, "variant": "members vmapped", "ms": ms[True], "ratio": 1.0},
+          {"benchmark": name, "variant": "members mapped (vectorize=False)", "ms": ms[False],
+           "ratio": ms[False] / ms[True]}]
+
+
+class _LeNet5FlaxPool(LeNet5):
+  """LeNet-5 pooling with ``flax.nnx.max_pool``, as it did before `max_pool_2x2`."""
+
+  def features(self, x):
+    pool = lambda h: nnx.max_pool(h, (2, 2), strides=(2, 2))
+    h = pool(jax.nn.relu(self.conv1(x)))
+    return pool(jax.nn.relu(self.conv2(h))).reshape(x.shape[0], -1)
+
+
+def bench_pooling(repeats, steps=20):
+  train = _mnist_shaped(steps)
+  keys = jax.random.split(jax.random.key(0), 1)
+  name = "fit_ensemble, one LeNet-5 (MNIST shape, batch 128), ms per step"
+  ms = {}
+  for label, model in (("flax.nnx.max_pool", _LeNet5FlaxPool), ("max_pool_2x2", LeNet5)):
+    make = lambda rngs, model=model: model(10, spatial_size=28, dropout_rate=0.3, rngs=rngs)
+    ms[label] = fit_ms_per_step(make, train, keys, vectorize=False, repeats=repeats,
+                                steps=steps)
+  first = ms["flax.nnx.max_pool"]
+  return [{"benchmark": name, "variant": k, "ms": v, "ratio": v / first} for k, v in ms.items()]
 
 
 def main():
@@ -109,7 +145,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=5)
   args = parser.parse_args()
   start = time.perf_counter()
-  rows = bench_scanned_steps(args.repeats) + bench_ensemble(max(1, args.repeats // 2))
+  rows = (bench_scanned_steps(args.repeats) + bench_ensemble(max(1, args.repeats // 2))
+          + bench_pooling(args.repeats))
   meta = benchlib.machine_meta(start)
   lines = [f"Convolutions in compiled loops ({meta['device']}, {meta['cpu_count']} CPUs, jax "
            f"{meta['jax']}; `python scripts/bench_conv.py`). Ratio: time / the first row of "

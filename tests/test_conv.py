@@ -1,4 +1,4 @@
-"""The loop-friendly convolution: same values and gradients as XLA's, any layout."""
+"""CPU-friendly convolution and pooling: same values and gradients as XLA's, any layout."""
 
 import inspect
 
@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from dropjax import conv
-from dropjax.models import ConvNet, KerasMnistCNN, LeNet5
+from dropjax.models import ConvNet, KerasMnistCNN, LeNet5, max_pool_2x2
 
 LAYOUTS = [
     # lhs shape, rhs shape, padding, dimension numbers, strides, rhs dilation
@@ -84,3 +84,23 @@ def test_conv_models_take_the_custom_gradient_by_default(module):
   for a, b in zip(jax.tree.leaves(jax.grad(loss)(params)),
                   jax.tree.leaves(jax.grad(plain_loss)(plain_params)), strict=True):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 8, 4), (2, 7, 9, 3)])
+def test_max_pool_2x2_equals_nnx_max_pool_values_and_gradients_bitwise(shape):
+  x = jax.random.normal(jax.random.key(0), shape)  # continuous: no tied maxima
+  cotangent = jax.random.normal(jax.random.key(1), (shape[0], shape[1] // 2, shape[2] // 2,
+                                                    shape[3]))
+  ours = lambda x: max_pool_2x2(x)
+  flax = lambda x: nnx.max_pool(x, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(ours(x), flax(x))
+  np.testing.assert_array_equal(jax.vjp(ours, x)[1](cotangent)[0],
+                                jax.vjp(flax, x)[1](cotangent)[0])
+
+
+def test_max_pool_2x2_splits_the_gradient_of_tied_maxima_and_checks_rank():
+  x = jnp.asarray([[3.0, 3.0], [1.0, 0.0]]).reshape(1, 2, 2, 1)
+  grad = jax.grad(lambda x: max_pool_2x2(x).sum())(x)
+  np.testing.assert_array_equal(grad.reshape(2, 2), [[0.5, 0.5], [0.0, 0.0]])
+  with pytest.raises(ValueError, match="`x` must be"):
+    max_pool_2x2(jnp.ones((2, 2, 1)))
