@@ -107,9 +107,15 @@ def main():
       "time |",
       "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
-  io.write_text_atomic(os.path.join(args.out, "uci_table.md"), "\n".join(header + lines) + "\n")
+  in_band = sum(r["within_2018_band"] for r in rows)
+  all_seconds = sum(r["seconds"] for r in rows)
+  footer = ["", f"{in_band} of {len(rows)} datasets within the band on both RMSE and LL. "
+            f"All {len(rows)} took {all_seconds / 3600:.1f} hours on the 2-core CPU here "
+            f"(the sum of the time column)."] if rows else []
+  text = "\n".join(header + lines + footer) + "\n"
+  io.write_text_atomic(os.path.join(args.out, "uci_table.md"), text)
   io.write_csv_atomic(os.path.join(args.out, "uci_table.csv"), rows)
-  print("\n".join(header + lines))
+  print(text)
 
 
 if __name__ == "__main__":

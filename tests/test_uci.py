@@ -137,7 +137,17 @@ def test_reference_results_are_read(data_dir):
   assert ref.summary["lls"] == pytest.approx((-1.250148, 0.015297))
 
 
-def test_quick_run_end_to_end_selects_the_argmax_and_resumes(data_dir, tmp_path):
+def _uci_table_script():
+  import importlib.util
+
+  path = os.path.join(os.path.dirname(__file__), "..", "scripts", "uci_table.py")
+  spec = importlib.util.spec_from_file_location("uci_table", path)
+  table = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(table)
+  return table
+
+
+def test_quick_run_end_to_end_selects_the_argmax_and_resumes(data_dir, tmp_path, monkeypatch):
   config = uci_config.get_config("quick")
   config.data_dir = data_dir
   workdir = str(tmp_path)
@@ -159,6 +169,16 @@ def test_quick_run_end_to_end_selects_the_argmax_and_resumes(data_dir, tmp_path)
   os.remove(os.path.join(folder, "final.npz"))
   again = uci_experiment.train_and_evaluate(config, workdir)
   assert again["rows"] == summary["rows"]
+  # The table script reads the workdir; its total time is the sum of its rows'.
+  out = tmp_path / "table"
+  monkeypatch.setattr("sys.argv", ["uci_table.py", "--workdir", workdir, "--data_dir", data_dir,
+                                   "--out", str(out)])
+  _uci_table_script().main()
+  text = (out / "uci_table.md").read_text()
+  seconds = sum(again["seconds"][k] for k in again["seconds"] if k != "this_invocation")
+  assert "| yacht | 2 |" in text
+  assert (f"of 1 datasets within the band on both RMSE and LL. All 1 took "
+          f"{seconds / 3600:.1f} hours") in text
 
 
 def test_concrete_stats_match_a_direct_numpy_computation():
@@ -209,12 +229,7 @@ def test_concrete_quick_run_learns_rates_and_resumes(data_dir, tmp_path):
 
 
 def test_uci_table_shows_three_significant_digits_of_every_rmse():
-  import importlib.util
-
-  path = os.path.join(os.path.dirname(__file__), "..", "scripts", "uci_table.py")
-  spec = importlib.util.spec_from_file_location("uci_table", path)
-  table = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(table)
+  table = _uci_table_script()
   shown = {rmse: f"{rmse:.{table.rmse_decimals(rmse)}f}"
            for rmse in (0.000776, 0.0795, 0.539, 2.88)}
   assert shown == {0.000776: "0.000776", 0.0795: "0.0795", 0.539: "0.539", 2.88: "2.88"}
