@@ -2,14 +2,15 @@
 
     python scripts/bench_conv.py [--out results] [--repeats 5]
 
-Two measurements, as ratios within one process (median of timed calls after a warm-up):
+Three measurements, as ratios within one process (median of timed calls after a warm-up):
   1. One train step of the digits `ConvNet` without dropout (batch 64, Adam): a per-step
      ``jit`` against 20 steps inside one ``lax.scan``, with
      ``jax.lax.conv_general_dilated`` and with `dropjax.conv.conv_general_dilated` as the
      models' convolution.
   2. `fit_ensemble` of 5 MNIST-shaped LeNet-5 members (batch 128): vmapped members
      against mapped ones (``vectorize=False``).
-  3. `fit_ensemble` of one MNIST-shaped LeNet-5: ``flax.nnx.max_pool`` against
+  3. One train step of an MNIST-shaped LeNet-5 (batch 128, with its dropout), per-step
+     ``jit`` and inside ``lax.scan``: ``flax.nnx.max_pool`` against
      `dropjax.models.max_pool_2x2` (whose gradient is no select-and-scatter).
 Writes ``bench_conv[_<platform>].{json,md}`` atomically.
 """
@@ -44,15 +45,9 @@ def median_seconds(fn, repeats):
   return float(np.median(times))
 
 
-def _step_times(primitive, repeats):
+def _step_times(model, x, y, repeats):
   """(seconds of a per-step-jitted train step, seconds per step inside lax.scan)."""
-  rng = np.random.default_rng(0)
-  x = jnp.asarray(rng.random((64, 8, 8, 1)), jnp.float32)
-  y = jnp.asarray(rng.integers(0, 10, 64), jnp.int32)
   tx = optax.adam(1e-3)
-  # No dropout: the convolutions are what is measured.
-  model = ConvNet(1, 10, spatial_size=8, variant="none", conv_general_dilated=primitive,
-                  rngs=nnx.Rngs(params=0, dropout=0))
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
 
   def step(carry, _):
@@ -73,12 +68,16 @@ def _step_times(primitive, repeats):
           median_seconds(lambda: scanned(carry), repeats) / SCAN_STEPS)
 
 
-def bench_scanned_steps(repeats):
-  name = "ConvNet train step (digits, batch 64), ms per step"
+def _batch(size, spatial):
+  rng = np.random.default_rng(0)
+  return (jnp.asarray(rng.random((size, spatial, spatial, 1)), jnp.float32),
+          jnp.asarray(rng.integers(0, 10, size), jnp.int32))
+
+
+def _rows(name, timings):
+  """Rows per (label, (per-step seconds, in-scan seconds)); ratios to the first per-step."""
   rows, baseline = [], None
-  for label, primitive in (("jax.lax conv", jax.lax.conv_general_dilated),
-                           ("dropjax.conv", conv.conv_general_dilated)):
-    per_step, in_scan = _step_times(primitive, repeats)
+  for label, (per_step, in_scan) in timings:
     baseline = baseline or per_step
     rows += [{"benchmark": name, "variant": f"{label}, per-step jit", "ms": 1e3 * per_step,
               "ratio": per_step / baseline},
@@ -87,16 +86,28 @@ def bench_scanned_steps(repeats):
   return rows
 
 
+def bench_scanned_steps(repeats):
+  x, y = _batch(64, 8)
+  # No dropout: the convolutions are what is measured.
+  make = lambda primitive: ConvNet(1, 10, spatial_size=8, variant="none",
+                                   conv_general_dilated=primitive,
+                                   rngs=nnx.Rngs(params=0, dropout=0))
+  return _rows("ConvNet train step (digits, batch 64), ms per step",
+               [(label, _step_times(make(primitive), x, y, repeats))
+                for label, primitive in (("jax.lax conv", jax.lax.conv_general_dilated),
+                                         ("dropjax.conv", conv.conv_general_dilated))])
+
+
 def fit_ms_per_step(make, train, keys, *, vectorize, repeats, steps):
   """Milliseconds per training step of `fit_ensemble`, compilation excluded.
 
-  Every `fit_ensemble` call compiles its program; the difference between a 3-epoch and a
-  1-epoch fit is 2 epochs of steps alone.
+  Every `fit_ensemble` call compiles its program; the difference between a 4-epoch and a
+  1-epoch fit is 3 epochs of steps alone.
   """
   fit = lambda epochs: fit_ensemble(make, train, keys=keys, epochs=epochs, batch_size=128,
                                     learning_rate=1e-3, vectorize=vectorize)[1]
-  one, three = (median_seconds(lambda e=e: fit(e), repeats) for e in (1, 3))
-  return 1e3 * (three - one) / (2 * steps)
+  one, four = (median_seconds(lambda e=e: fit(e), repeats) for e in (1, 4))
+  return 1e3 * (four - one) / (3 * steps)
 
 
 def _mnist_shaped(steps):
@@ -126,17 +137,14 @@ class _LeNet5FlaxPool(LeNet5):
     return pool(jax.nn.relu(self.conv2(h))).reshape(x.shape[0], -1)
 
 
-def bench_pooling(repeats, steps=20):
-  train = _mnist_shaped(steps)
-  keys = jax.random.split(jax.random.key(0), 1)
-  name = "fit_ensemble, one LeNet-5 (MNIST shape, batch 128), ms per step"
-  ms = {}
-  for label, model in (("flax.nnx.max_pool", _LeNet5FlaxPool), ("max_pool_2x2", LeNet5)):
-    make = lambda rngs, model=model: model(10, spatial_size=28, dropout_rate=0.3, rngs=rngs)
-    ms[label] = fit_ms_per_step(make, train, keys, vectorize=False, repeats=repeats,
-                                steps=steps)
-  first = ms["flax.nnx.max_pool"]
-  return [{"benchmark": name, "variant": k, "ms": v, "ratio": v / first} for k, v in ms.items()]
+def bench_pooling(repeats):
+  x, y = _batch(128, 28)
+  make = lambda model: model(10, spatial_size=28, dropout_rate=0.3,
+                             rngs=nnx.Rngs(params=0, dropout=1))
+  return _rows("LeNet-5 train step (MNIST shape, batch 128), ms per step",
+               [(label, _step_times(make(model), x, y, repeats))
+                for label, model in (("flax.nnx.max_pool", _LeNet5FlaxPool),
+                                     ("max_pool_2x2", LeNet5))])
 
 
 def main():
