@@ -266,7 +266,7 @@ def fit_ensemble(
       dense models, and on accelerators); ``False`` trains them one after another
       (``jax.lax.map``) inside the same program. On XLA:CPU a vmapped convolution with
       per-member kernels becomes a grouped convolution off Eigen's fast path: a step of
-      5 MNIST LeNet-5 members took 775 ms vmapped and 236 ms mapped (2 CPUs, same load).
+      5 MNIST LeNet-5 members took 583 ms vmapped and 89 ms mapped (2 CPUs, `bench_conv.py`).
       The members are the same either way, up to float reassociation.
 
   Returns:
