@@ -22,7 +22,6 @@ import time
 
 import benchlib
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
@@ -68,10 +67,11 @@ def _step_times(model, x, y, repeats):
           median_seconds(lambda: scanned(carry), repeats) / SCAN_STEPS)
 
 
-def _batch(size, spatial):
+def _images(size, spatial):
+  """``size`` random one-channel ``spatial``-square images with labels, as a `Split`."""
   rng = np.random.default_rng(0)
-  return (jnp.asarray(rng.random((size, spatial, spatial, 1)), jnp.float32),
-          jnp.asarray(rng.integers(0, 10, size), jnp.int32))
+  return Split(rng.random((size, spatial, spatial, 1), dtype=np.float32),
+               rng.integers(0, 10, size).astype(np.int32))
 
 
 def _rows(name, timings):
@@ -87,7 +87,7 @@ def _rows(name, timings):
 
 
 def bench_scanned_steps(repeats):
-  x, y = _batch(64, 8)
+  x, y = _images(64, 8)
   # No dropout: the convolutions are what is measured.
   make = lambda primitive: ConvNet(1, 10, spatial_size=8, variant="none",
                                    conv_general_dilated=primitive,
@@ -110,14 +110,8 @@ def fit_ms_per_step(make, train, keys, *, vectorize, repeats, steps):
   return 1e3 * (four - one) / (3 * steps)
 
 
-def _mnist_shaped(steps):
-  rng = np.random.default_rng(0)
-  return Split(rng.random((128 * steps, 28, 28, 1), dtype=np.float32),
-               rng.integers(0, 10, 128 * steps).astype(np.int32))
-
-
 def bench_ensemble(repeats, members=5, steps=20):
-  train = _mnist_shaped(steps)
+  train = _images(128 * steps, 28)
   make = lambda rngs: LeNet5(10, spatial_size=28, dropout_rate=0.3, rngs=rngs)
   keys = jax.random.split(jax.random.key(0), members)
   name = f"fit_ensemble, {members} LeNet-5 members (MNIST shape, batch 128), ms per step"
@@ -138,7 +132,7 @@ class _LeNet5FlaxPool(LeNet5):
 
 
 def bench_pooling(repeats):
-  x, y = _batch(128, 28)
+  x, y = _images(128, 28)
   make = lambda model: model(10, spatial_size=28, dropout_rate=0.3,
                              rngs=nnx.Rngs(params=0, dropout=1))
   return _rows("LeNet-5 train step (MNIST shape, batch 128), ms per step",
