@@ -35,6 +35,17 @@ def kernel_l2(model: nnx.Module) -> jax.Array:
   return total
 
 
+def _unit_norms(kernel: jax.Array) -> jax.Array:
+  """The L2 norm of each unit's incoming weights: a kernel's slices along its last axis."""
+  return jnp.sqrt(jnp.sum(jnp.square(kernel), axis=tuple(range(kernel.ndim - 1))))
+
+
+def _kernels(model: nnx.Module):
+  for path, param in nnx.iter_graph(model):
+    if isinstance(param, nnx.Param) and path and path[-1] == "kernel":
+      yield param
+
+
 def max_norm_projection(model: nnx.Module, max_norm: float) -> None:
   """Rescales, in place, every unit's incoming weights to an L2 norm of at most ``max_norm``.
 
@@ -46,11 +57,26 @@ def max_norm_projection(model: nnx.Module, max_norm: float) -> None:
     Srivastava et al. "Dropout: a simple way to prevent neural networks from overfitting."
     JMLR 15, 2014, section 5.1 (dropout + max-norm was their best MNIST regulariser).
   """
-  for path, param in nnx.iter_graph(model):
-    if isinstance(param, nnx.Param) and path and path[-1] == "kernel":
-      kernel = param[...]
-      norms = jnp.sqrt(jnp.sum(jnp.square(kernel), axis=tuple(range(kernel.ndim - 1))))
-      param[...] = kernel * jnp.minimum(1.0, max_norm / jnp.maximum(norms, 1e-12))
+  for param in _kernels(model):
+    kernel = param[...]
+    param[...] = kernel * jnp.minimum(1.0, max_norm / jnp.maximum(_unit_norms(kernel), 1e-12))
+
+
+def largest_unit_norm(model: nnx.Module) -> float:
+  """The largest L2 norm of any unit's incoming weights (the quantity max-norm bounds).
+
+  A max-norm constraint ``c`` changed nothing in a run whose unconstrained twin ends with
+  ``largest_unit_norm(model) < c`` (and never exceeded it on the way).
+
+  Example:
+    >>> from flax import nnx
+    >>> from dropjax.models import MLP
+    >>> model = MLP(4, [8], 2, rngs=nnx.Rngs(0))
+    >>> max_norm_projection(model, 0.5)
+    >>> largest_unit_norm(model) <= 0.5 + 1e-6
+    True
+  """
+  return max(float(jnp.max(_unit_norms(param[...]))) for param in _kernels(model))
 
 
 def rate_variables(model: nnx.Module) -> list[Rate]:

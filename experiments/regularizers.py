@@ -30,7 +30,7 @@ from dropjax import io, metrics, schedules
 from dropjax.data import Split
 from dropjax.models import MLP, ConvNet
 from dropjax.ops import per_depth_rates
-from dropjax.train import fit_classifier, predict_probabilities
+from dropjax.train import fit_classifier, largest_unit_norm, predict_probabilities
 from experiments import datasets, reporting
 
 # What each method uses. A method without an entry for a model is not run on it.
@@ -120,7 +120,7 @@ def run_one(config, data: tuple[Split, Split, Split], model: str, method: str, s
   return {"model": model, "method": method, "seed": seed, "dense_rate": dense_rate,
           "error": 1.0 - result["accuracy"], **{k: v for k, v in result.items() if k != "accuracy"},
           "validation_error": 1.0 - val["accuracy"], "seconds": seconds,
-          "epochs_trained": len(history["loss"])}
+          "epochs_trained": len(history["loss"]), "largest_unit_norm": largest_unit_norm(net)}
 
 
 def _cached(workdir: str, name: str, compute) -> dict[str, Any]:
@@ -160,6 +160,15 @@ def _claims(config, rows) -> list[str]:
       line = compare(model, a, b)
       if line:
         lines.append(f"- {line}.")
+    # Whether max-norm could bind: how large the unconstrained units grew. (Results cached
+    # before this field existed lack it.)
+    norms = [r["largest_unit_norm"] for r in rows if r["model"] == model
+             and r["method"] in ("none", "dropout") and "largest_unit_norm" in r]
+    if norms and any(m in config.methods for m in ("max_norm", "dropout_max_norm")):
+      bound = "binds" if max(norms) > config.max_norm else "never binds at the end of training"
+      lines.append(f"- {model}: without max-norm the largest unit norm ends at {max(norms):.2f} "
+                   f"(`none`, `dropout`, all seeds); the constraint c = {config.max_norm:g} "
+                   f"{bound}.")
   return lines
 
 
@@ -175,7 +184,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   data = datasets.load_splits(config)
   start = time.perf_counter()
 
-  tuned = {}
+  # Model by model (tune, then every method and seed), so a long run finishes one model's
+  # rows before it starts the next.
+  tuned, rows = {}, []
   for model in config.models:
     candidates = [_cached(workdir, f"tune-{model}-{rate:g}",
                           lambda model=model, rate=rate: run_one(config, data, model, "dropout",
@@ -185,9 +196,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     tuned[model] = best["dense_rate"]
     logging.info("%s: tuned dense rate %.2f (validation errors %s)", model, tuned[model],
                  [round(c["validation_error"], 4) for c in candidates])
-
-  rows = []
-  for model in config.models:
     for method in config.methods:
       if model not in METHODS[method].get("models", ("mlp", "cnn")):
         continue

@@ -9,7 +9,7 @@ from flax import nnx
 from dropjax import schedules
 from dropjax.data import load_digits
 from dropjax.models import MLP, ConvNet
-from dropjax.train import fit_classifier, max_norm_projection, rate_variables
+from dropjax.train import fit_classifier, largest_unit_norm, max_norm_projection, rate_variables
 from experiments import regularizers
 from experiments.configs import regularizers as config_lib
 
@@ -47,6 +47,38 @@ def test_training_with_max_norm_ends_within_the_bound():
   fit_classifier(model, DATA.train, max_norm=0.5, **FIT)
   for kernel in _kernels(model):
     assert np.sqrt((np.asarray(kernel) ** 2).sum(0)).max() <= 0.5 * (1 + 1e-5)
+
+
+def test_largest_unit_norm_is_what_max_norm_bounds():
+  model = _mlp(0.0, 0.0)
+  manual = max(np.sqrt((np.asarray(k) ** 2).sum(0)).max() for k in _kernels(model))
+  assert largest_unit_norm(model) == pytest.approx(manual, rel=1e-6)
+  # A bound below every unit's norm leaves all of them at exactly the bound.
+  smallest = min(np.sqrt((np.asarray(k) ** 2).sum(0)).min() for k in _kernels(model))
+  max_norm_projection(model, 0.5 * smallest)
+  assert largest_unit_norm(model) == pytest.approx(0.5 * smallest, rel=1e-5)
+
+
+def _row(method, error, norm):
+  return {"model": "mlp", "method": method, "error": error, "largest_unit_norm": norm}
+
+
+def test_claims_say_whether_max_norm_could_bind():
+  config = config_lib.get_config()
+  config.models = ("mlp",)
+  rows = [_row("none", 0.02, 2.5), _row("dropout", 0.03, 2.9), _row("max_norm", 0.02, 2.5)]
+  (line,) = [c for c in regularizers._claims(config, rows) if "unit norm" in c]
+  assert "ends at 2.90" in line and "c = 3 never binds" in line
+  rows.append(_row("none", 0.02, 3.4))
+  (line,) = [c for c in regularizers._claims(config, rows) if "unit norm" in c]
+  assert "ends at 3.40" in line and "c = 3 binds" in line
+
+
+def test_mnist_cpu_config_only_shrinks_the_cnn():
+  full, cpu = config_lib.get_config("mnist"), config_lib.get_config("mnist_cpu")
+  differing = sorted(k for k in full if full[k] != cpu[k])
+  assert differing == ["cnn_channels", "cnn_dense_features", "epochs"]
+  assert full.epochs.mlp == cpu.epochs.mlp and cpu.epochs.cnn < full.epochs.cnn
 
 
 def test_rate_scale_of_one_is_the_fixed_rate_and_zero_is_no_dropout():
