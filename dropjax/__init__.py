@@ -1,6 +1,6 @@
 """dropjax: dropout variants as fast functional JAX ops, Flax NNX layers and MC dropout."""
 
-from dropjax import layers, masks, schedules
+from dropjax import layers, masks, penalties, schedules, variants
 from dropjax.concrete import (
     concrete_dropout,
     concrete_dropout_regularizer,
@@ -49,9 +49,11 @@ __all__ = [
     "layers",
     "linear_decay_schedule",
     "masks",
+    "penalties",
     "per_depth_rates",
     "schedules",
     "spatial_concrete_dropout",
     "spatial_dropout",
+    "variants",
     "variational_dropout",
 ]

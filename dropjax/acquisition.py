@@ -17,8 +17,10 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dropjax import uncertainty
+from dropjax.metrics import _array, _check_count, _check_finite, _check_shape, _host
 
 ArrayLike = Any
 Score = Callable[[jax.Array, jax.Array], jax.Array]
@@ -45,13 +47,18 @@ def variation_ratios(key: jax.Array, sample_probs: ArrayLike) -> jax.Array:
 def mean_std(key: jax.Array, sample_probs: ArrayLike) -> jax.Array:
   """Mean over classes of the std over samples of ``p(y = c | x, w_s)`` (Kampffmeyer 2016)."""
   del key
-  sample_probs = jnp.asarray(sample_probs)
+  sample_probs = jnp.asarray(uncertainty._check_sample_probs(sample_probs))
   # Two passes: E[p^2] - E[p]^2 cancels to float32 noise when the samples agree.
   return jnp.mean(jnp.std(sample_probs, axis=0), -1)
 
 
 def random_scores(key: jax.Array, sample_probs: ArrayLike) -> jax.Array:
-  """Uniform noise: acquisition uniformly at random from the pool (the baseline)."""
+  """Uniform noise: acquisition uniformly at random from the pool (the baseline).
+
+  Only the shape of `sample_probs` ``(S, N, C)`` is read (and checked).
+  """
+  _check_shape(_array(sample_probs, "sample_probs"), "sample_probs",
+               "(S, N, C) (samples, examples, classes)", ndim=3)
   return jax.random.uniform(key, jnp.shape(sample_probs)[1:2])
 
 
@@ -77,9 +84,10 @@ def select_top(scores: ArrayLike, available: ArrayLike, count: int) -> jax.Array
   on ties).
 
   Args:
-    scores: ``(N,)`` acquisition scores.
-    available: ``(N,)`` booleans; unavailable examples are never chosen.
-    count: how many to choose (at most the number available).
+    scores: ``(N,)`` finite acquisition scores.
+    available: ``(N,)`` booleans (or 0/1); unavailable examples are never chosen.
+    count: how many to choose: a positive int, at most the number available (checked
+      when `available` is concrete; under jit an excess picks unavailable examples).
 
   Returns:
     ``(count,)`` int32 indices, best first.
@@ -89,5 +97,31 @@ def select_top(scores: ArrayLike, available: ArrayLike, count: int) -> jax.Array
     >>> select_top(jnp.array([0.1, 0.9, 0.5, 0.7]), jnp.array([True, False, True, True]), 2)
     Array([3, 2], dtype=int32)
   """
+  _check_selection(scores, available, count)
   scores = jnp.where(jnp.asarray(available), jnp.asarray(scores, jnp.float32), -jnp.inf)
   return jax.lax.top_k(scores, count)[1].astype(jnp.int32)
+
+
+def _check_selection(scores: ArrayLike, available: ArrayLike, count: int) -> None:
+  count = _check_count(count, "count")
+  scores = _array(scores, "scores")
+  available = _array(available, "available")
+  _check_shape(scores, "scores", "(N,) (one score per pool example)", ndim=1)
+  if tuple(available.shape) != tuple(scores.shape):
+    raise ValueError(
+        f"`available` must have the shape of `scores`, {tuple(scores.shape)}; got shape "
+        f"{tuple(available.shape)}.")
+  if count > scores.shape[0]:
+    raise ValueError(
+        f"`count` must be at most the number of examples N = {scores.shape[0]}; got {count}.")
+  # A -inf or NaN score would tie with (or beat) the -inf given to unavailable examples.
+  _check_finite(scores, "scores")
+  host = _host(available)
+  if host is None:
+    return
+  if not np.all((host == 0) | (host == 1)):
+    raise ValueError(f"`available` must be booleans or 0/1; got values {np.unique(host)[:5]}.")
+  if count > np.count_nonzero(host):
+    raise ValueError(
+        f"`count` must be at most the number of available examples "
+        f"({np.count_nonzero(host)} of {host.size}); got {count}.")

@@ -6,17 +6,58 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
+
+from dropjax.metrics import (
+    _array,
+    _check_count,
+    _check_finite,
+    _check_labels,
+    _check_positive,
+    _check_shape,
+    _host,
+)
 
 ArrayLike = Any
 _GOLDEN = 0.6180339887498949
+_LOWEST_INVERSE_TEMPERATURE = 1e-4
 
 
-def temperature_nll(logits: ArrayLike, labels: ArrayLike, temperature: ArrayLike) -> jax.Array:
-  """Mean NLL of ``softmax(logits / temperature)``."""
+def _check_logits(logits: ArrayLike, labels: ArrayLike) -> None:
+  logits = _array(logits, "logits")
+  _check_shape(logits, "logits", "(N, C) (examples, classes)", ndim=2)
+  host = _check_finite(logits, "logits")
+  _check_labels(labels, logits, probs_name="logits")
+  if host is not None and logits.shape[-1] > 1:
+    # Real logits essentially never form probability rows; probabilities scaled as
+    # logits give a wrong temperature without any other sign.
+    if np.all(host >= 0) and np.all(np.abs(host.sum(-1, dtype=np.float64) - 1.0) <= 1e-3):
+      raise ValueError(
+          "`logits` look like probabilities (every row is >= 0 and sums to 1): temperature "
+          "scaling divides logits, the values before softmax; pass those, or jnp.log(probs).")
+
+
+def _temperature_nll(logits, labels, temperature):
   logits = jnp.asarray(logits, jnp.float32)
   return optax.softmax_cross_entropy_with_integer_labels(
       logits / temperature, jnp.asarray(labels)).mean()
+
+
+def temperature_nll(logits: ArrayLike, labels: ArrayLike, temperature: ArrayLike) -> jax.Array:
+  """Mean NLL of ``softmax(logits / temperature)``.
+
+  Args:
+    logits: ``(N, C)`` logits (before softmax).
+    labels: ``(N,)`` integer labels in ``[0, C)``.
+    temperature: T > 0.
+
+  Returns:
+    A scalar (nats per example).
+  """
+  _check_logits(logits, labels)
+  _check_positive(temperature, "temperature")
+  return _temperature_nll(logits, labels, temperature)
 
 
 def fit_temperature(
@@ -31,10 +72,10 @@ def fit_temperature(
   the bracket by a factor of about 1e-21.
 
   Args:
-    logits: held-out logits ``(N, C)`` (never the test set).
-    labels: ``(N,)``.
-    max_inverse_temperature: the upper end of the search for 1/T.
-    iterations: golden-section steps.
+    logits: held-out logits ``(N, C)`` (never the test set; not probabilities).
+    labels: ``(N,)`` integer labels in ``[0, C)``.
+    max_inverse_temperature: the upper end of the search for 1/T (> 1e-4, the lower end).
+    iterations: golden-section steps (a positive int).
 
   Returns:
     The fitted temperature (scalar).
@@ -50,8 +91,16 @@ def fit_temperature(
   References:
     Guo, Pleiss, Sun, Weinberger. "On calibration of modern neural networks." ICML 2017.
   """
+  _check_logits(logits, labels)
+  _check_count(iterations, "iterations")
+  _check_positive(max_inverse_temperature, "max_inverse_temperature")
+  bound = _host(_array(max_inverse_temperature, "max_inverse_temperature"))
+  if bound is not None and not bound > _LOWEST_INVERSE_TEMPERATURE:
+    raise ValueError(
+        f"`max_inverse_temperature` must be > {_LOWEST_INVERSE_TEMPERATURE:g} (the lower end "
+        f"of the search for 1/T); got {bound}.")
   logits, labels = jnp.asarray(logits, jnp.float32), jnp.asarray(labels)
-  objective = lambda beta: temperature_nll(logits, labels, 1.0 / beta)
+  objective = lambda beta: _temperature_nll(logits, labels, 1.0 / beta)
 
   def step(_, bracket):
     lo, hi = bracket
@@ -61,5 +110,6 @@ def fit_temperature(
     return jnp.where(left_better, lo, a), jnp.where(left_better, b, hi)
 
   lo, hi = jax.lax.fori_loop(0, iterations, step,
-                             (jnp.float32(1e-4), jnp.float32(max_inverse_temperature)))
+                             (jnp.float32(_LOWEST_INVERSE_TEMPERATURE),
+                              jnp.float32(max_inverse_temperature)))
   return 2.0 / (lo + hi)

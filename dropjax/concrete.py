@@ -8,7 +8,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dropjax._validation import check_rank, check_rate, normalize_axes
+from dropjax._validation import (
+    check_floating,
+    check_key,
+    check_rank,
+    check_rate,
+    check_rate_shape,
+    normalize_axes,
+    poison_invalid,
+)
 
 ArrayLike = Any
 PyTree = Any
@@ -62,18 +70,22 @@ def concrete_dropout(
   References:
     Gal, Hron, Kendall. "Concrete dropout." NeurIPS 2017.
   """
-  value = check_rate(rate)
   x = jnp.asarray(x)
+  check_floating(x)
   shared = normalize_axes(broadcast_dims, x.ndim, "broadcast_dims")
-  if not temperature > 0:
+  mask_shape = tuple(1 if a in shared else d for a, d in enumerate(x.shape))
+  check_rate_shape(rate, mask_shape)
+  value = check_rate(rate)
+  if not isinstance(temperature, jax.core.Tracer) and not temperature > 0:
     raise ValueError(f"`temperature` must be positive; got {temperature!r}.")
   if deterministic or (value is not None and (value == 0).all()):
     return x
+  check_key(key)
   if value is not None and (value == 1).all():
     return jnp.zeros_like(x)
   compute = jnp.promote_types(x.dtype, jnp.float32)
-  p = _clip_rate(rate)
-  mask_shape = tuple(1 if a in shared else d for a, d in enumerate(x.shape))
+  # A traced rate outside [0, 1] makes p, and so the output, NaN.
+  p = poison_invalid(_clip_rate(rate), rate)
   u = jax.random.uniform(key, mask_shape, jnp.float32)
   logits = (
       jnp.log(p + EPSILON)
@@ -84,7 +96,7 @@ def concrete_dropout(
   drop = jax.nn.sigmoid(logits / temperature)
   y = x.astype(compute) * ((1.0 - drop) / (1.0 - p)).astype(compute)
   rate_arr = jnp.asarray(rate, jnp.float32)
-  y = jnp.where(rate_arr >= 1.0, 0.0, jnp.where(rate_arr <= 0.0, x.astype(compute), y))
+  y = jnp.where(rate_arr == 1.0, 0.0, jnp.where(rate_arr == 0.0, x.astype(compute), y))
   return y.astype(x.dtype)
 
 
@@ -175,7 +187,7 @@ def concrete_dropout_regularizer(
     Gal, Hron, Kendall. "Concrete dropout." NeurIPS 2017, eq. 3.
   """
   check_rate(rate)
-  p = _clip_rate(rate)
+  p = poison_invalid(_clip_rate(rate), rate)
   squared = sum(jnp.sum(jnp.square(w.astype(jnp.float32))) for w in jax.tree.leaves(weights))
   neg_entropy = p * jnp.log(p) + (1.0 - p) * jnp.log(1.0 - p)
   return weight_regularizer * squared / (1.0 - p) + dropout_regularizer * input_dim * neg_entropy

@@ -9,12 +9,16 @@ rate and may be traced (schedules without recompiling).
 MC dropout: ``mc=True`` (or `set_mc` on a whole model) keeps sampling after ``.eval()``
 while BatchNorm and everything else stay in inference mode. An explicit call-time
 ``deterministic=`` wins over both flags.
+
+Models built from Flax's own layers work too: `set_mc`, `reseed`, `stochastic_layers` and
+`dropjax.mc.module_forward` treat every ``flax.nnx.Dropout`` as a dropout layer, and
+`replace_dropout` swaps them for any dropjax variant at the same positions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from dropjax import concrete, ops
-from dropjax._validation import check_rate
+from dropjax._validation import check_key, check_rate
 
 ArrayLike = Any
 _LECUN_NORMAL = nnx.initializers.lecun_normal()
@@ -87,6 +91,7 @@ class StochasticLayer(nnx.Module):
     if isinstance(rngs, nnx.RngStream):
       return rngs()
     if isinstance(rngs, jax.Array):
+      check_key(rngs, "rngs")
       return rngs
     raise ValueError(
         f"{type(self).__name__} is sampling but has no RNG: pass `rngs=nnx.Rngs(...)` to the "
@@ -101,10 +106,29 @@ class StochasticLayer(nnx.Module):
       self.mc = mc
 
 
+def _is_dropout_layer(module: Any) -> bool:
+  return isinstance(module, (StochasticLayer, nnx.Dropout))
+
+
+def _dropout_layers(model: nnx.Module) -> list[tuple[tuple[Any, ...], nnx.Module]]:
+  return [(path, m) for path, m in nnx.iter_modules(model) if _is_dropout_layer(m)]
+
+
 def set_mc(model: nnx.Module, enabled: bool = True, *, raise_if_not_found: bool = True) -> None:
-  """Turns MC sampling on (or off) in every dropjax layer of ``model``.
+  """Turns MC sampling on (or off) in every dropout layer of ``model``.
 
   Call after ``model.eval()`` to draw MC-dropout samples with BatchNorm in inference mode.
+  dropjax layers get ``mc=enabled`` (they sample after ``.eval()`` while it is set).
+  ``flax.nnx.Dropout`` has no MC flag: it gets ``deterministic = not enabled``, so call
+  ``model.train()`` again before training.
+
+  Args:
+    model: any NNX module.
+    enabled: MC sampling on (True) or off (False).
+    raise_if_not_found: raise if ``model`` has no dropout layer at all.
+
+  Raises:
+    ValueError: ``model`` has no dropout layer and ``raise_if_not_found``.
 
   Example:
     >>> from flax import nnx
@@ -114,24 +138,175 @@ def set_mc(model: nnx.Module, enabled: bool = True, *, raise_if_not_found: bool 
     >>> layer.mc, layer.deterministic
     (True, True)
   """
-  model.set_attributes(mc=enabled, raise_if_not_found=raise_if_not_found)
+  found = _dropout_layers(model)
+  if not found and raise_if_not_found:
+    raise ValueError(
+        f"set_mc: {type(model).__name__} has no dropout layer (a dropjax layer or "
+        "flax.nnx.Dropout); there is nothing to sample."
+    )
+  for _, module in found:
+    if isinstance(module, StochasticLayer):
+      module.mc = enabled
+    else:
+      module.deterministic = not enabled
 
 
 def reseed(model: nnx.Module, key: jax.Array) -> None:
-  """Sets the RNG stream of every dropjax layer in ``model`` from ``key``.
+  """Sets the RNG stream of every dropout layer in ``model`` from ``key``.
 
-  Layer ``i`` (in graph order) gets ``fold_in(key, i)`` with its count reset, whatever its
-  stream is called: `nnx.reseed` matches streams by tag, and a layer built from
-  ``nnx.Rngs(0)`` draws from the ``'default'`` tag, so reseeding ``dropout=`` would
-  silently leave it alone. Call it with ``fold_in(key, step)`` inside a train step (a
-  resumed run draws the same masks) or with per-sample keys for MC dropout.
+  Layer ``i`` (in graph order; dropjax layers and ``flax.nnx.Dropout`` layers that own a
+  stream) gets ``fold_in(key, i)`` with its count reset, whatever its stream is called:
+  `nnx.reseed` matches streams by tag, and a layer built from ``nnx.Rngs(0)`` draws from
+  the ``'default'`` tag, so reseeding ``dropout=`` would silently leave it alone. Call it
+  with ``fold_in(key, step)`` inside a train step (a resumed run draws the same masks) or
+  with per-sample keys for MC dropout.
   """
+  check_key(key)
   index = 0
-  for _, module in nnx.iter_modules(model):
-    if isinstance(module, StochasticLayer) and isinstance(module.rngs, nnx.RngStream):
+  for _, module in _dropout_layers(model):
+    if isinstance(module.rngs, nnx.RngStream):
       module.rngs.key.set_value(jax.random.fold_in(key, index))
       module.rngs.count.set_value(jnp.zeros(module.rngs.count.shape, jnp.uint32))
       index += 1
+
+
+class LayerMode(NamedTuple):
+  """One dropout layer of a model, as `stochastic_layers` reports it.
+
+  Attributes:
+    path: where the layer sits, e.g. ``"blocks/0/drop"``.
+    layer: its class name (``"Dropout"`` for both dropjax's and Flax's; see ``flax``).
+    rate: its rate when known (a learned or per-model rate is reported at its current
+      value), None when it has several (an LSTM's two) or none.
+    sampling: whether a call without ``deterministic=`` draws a mask in the current mode;
+      None for a ``flax.nnx.Dropout`` built with ``deterministic=None`` (decided per call).
+    flax: True for ``flax.nnx.Dropout``.
+  """
+
+  path: str
+  layer: str
+  rate: float | None
+  sampling: bool | None
+  flax: bool
+
+
+def _rate_of(module: nnx.Module) -> float | None:
+  if not hasattr(module, "rate"):
+    return None
+  try:
+    value = np.asarray(value_of(module.rate), np.float64)
+  except (TypeError, jax.errors.ConcretizationTypeError):
+    return None
+  return float(value) if value.size == 1 else None
+
+
+def _samples(module: nnx.Module) -> bool | None:
+  if isinstance(module, StochasticLayer):
+    return module._sampling(None)
+  return None if module.deterministic is None else not module.deterministic
+
+
+def stochastic_layers(model: nnx.Module) -> list[LayerMode]:
+  """Every dropout layer of ``model`` and whether it would sample in the current mode.
+
+  The common bug this catches: dropout left on at inference (``.eval()`` forgotten, or a
+  layer left in MC mode) or off during MC sampling. dropjax layers and
+  ``flax.nnx.Dropout`` are both reported.
+
+  Args:
+    model: any NNX module.
+
+  Returns:
+    One `LayerMode` per dropout layer, in graph order.
+
+  Example:
+    >>> from flax import nnx
+    >>> import dropjax
+    >>> model = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.Dropout(0.5))
+    >>> model.eval()
+    >>> [(m.path, m.layer, m.rate, m.sampling) for m in dropjax.layers.stochastic_layers(model)]
+    [('layers/1', 'Dropout', 0.5, False)]
+  """
+  return [
+      LayerMode("/".join(map(str, path)), type(m).__name__, _rate_of(m), _samples(m),
+                isinstance(m, nnx.Dropout))
+      for path, m in _dropout_layers(model)
+  ]
+
+
+def check_sampling(model: nnx.Module, sampling: bool, *, context: str) -> None:
+  """Raises unless every dropout layer of ``model`` samples (or, with False, none does).
+
+  Args:
+    model: any NNX module.
+    sampling: the mode ``context`` needs: True for MC sampling, False for deterministic
+      (weight-scaling) prediction.
+    context: the caller's name, for the message.
+
+  Raises:
+    ValueError: listing the layers in the other mode (or undecided), and how to fix it.
+  """
+  wrong = [m for m in stochastic_layers(model) if m.sampling is not sampling]
+  if not wrong:
+    return
+  listed = ", ".join(f"{m.path or '<root>'} ({m.layer}, sampling={m.sampling})" for m in wrong)
+  if sampling:
+    fix = "put the model in MC mode: model.eval(); dropjax.layers.set_mc(model)"
+  else:
+    fix = ("call model.eval() and dropjax.layers.set_mc(model, False) for deterministic "
+           "predictions, or use dropjax.mc.mc_predict to sample on purpose")
+  what = "these layers do not sample" if sampling else "these dropout layers would sample"
+  raise ValueError(f"{context}: the mode is ambiguous: {what}: {listed}. To fix it, {fix}.")
+
+
+_M = TypeVar("_M", bound=nnx.Module)
+
+
+def replace_dropout(model: _M, make_layer: Callable[[nnx.Dropout], nnx.Module]) -> _M:
+  """Swaps every ``flax.nnx.Dropout`` of ``model`` for ``make_layer(that_layer)``, in place.
+
+  Every other module, parameters included, stays as it is; the new layer takes the old
+  one's position (attribute, list entry or `nnx.Sequential` slot) and, if both have one,
+  its train/eval flag. Pass the old layer's ``rngs`` to the new one to keep its stream.
+
+  Args:
+    model: an NNX model built with ``flax.nnx.Dropout``.
+    make_layer: builds the replacement from the Flax layer (its ``rate``,
+      ``broadcast_dims`` and ``rngs`` are there to read).
+
+  Returns:
+    ``model`` (or the replacement, when ``model`` is itself a ``flax.nnx.Dropout``).
+
+  Raises:
+    ValueError: ``model`` has no ``flax.nnx.Dropout``.
+
+  Example:
+    >>> from flax import nnx
+    >>> import dropjax
+    >>> model = nnx.Sequential(nnx.Conv(1, 4, (3, 3), rngs=nnx.Rngs(0)),
+    ...                        nnx.Dropout(0.1, rngs=nnx.Rngs(1)))
+    >>> model = dropjax.layers.replace_dropout(
+    ...     model, lambda d: dropjax.layers.DropBlock(d.rate, block_size=3, rngs=d.rngs))
+    >>> type(model.layers[1]).__name__
+    'DropBlock'
+  """
+  if isinstance(model, nnx.Dropout):
+    return make_layer(model)
+  found = [(path, m) for path, m in nnx.iter_modules(model) if isinstance(m, nnx.Dropout)]
+  if not found:
+    raise ValueError(f"replace_dropout: {type(model).__name__} has no flax.nnx.Dropout layer.")
+  for path, old in found:
+    parent = model
+    for part in path[:-1]:
+      parent = parent[part] if isinstance(part, int) else getattr(parent, part)
+    new = make_layer(old)
+    if hasattr(new, "deterministic") and old.deterministic is not None:
+      new.deterministic = old.deterministic
+    if isinstance(path[-1], int):
+      parent[path[-1]] = new
+    else:
+      setattr(parent, path[-1], new)
+  return model
 
 
 class Identity(nnx.Module):
@@ -197,7 +372,11 @@ class SpatialDropout(StochasticLayer):
 
 
 class DropBlock(StochasticLayer):
-  """`dropjax.dropblock` as a layer: drops contiguous square blocks of feature maps."""
+  """`dropjax.dropblock` as a layer: drops contiguous square blocks of feature maps.
+
+  One mask per channel by default, as in Ghiasi et al.'s Algorithm 1 (see
+  `dropjax.dropblock` for the choice).
+  """
 
   def __init__(
       self,
@@ -205,7 +384,7 @@ class DropBlock(StochasticLayer):
       *,
       block_size: int = 7,
       data_format: str = "NHWC",
-      shared_across_channels: bool = True,
+      shared_across_channels: bool = False,
       bits: int | None = None,
       **kwargs,
   ):
@@ -366,6 +545,77 @@ class ConcreteDropout(StochasticLayer):
     return concrete.concrete_dropout_regularizer(
         weights, self.rate, input_dim=input_dim, weight_regularizer=weight_regularizer,
         dropout_regularizer=dropout_regularizer,
+    )
+
+
+class ConcreteDropoutWrapper(nnx.Module):
+  """Concrete dropout on the input of ``layer``, with the layer's penalty (Gal et al. 2017).
+
+  The reference implementation's shape (``ConcreteDropout(Dense(...))`` in
+  yaringal/ConcreteDropout): the wrapper knows the weights its dropout feeds, so its
+  `penalty` needs nothing from the caller and `dropjax.penalties.collect_penalties` finds
+  it in any model. The penalty uses ``layer.kernel`` and ``input_dim = kernel.shape[-2]``
+  (input features of a dense kernel, input channels of a conv kernel).
+
+  Args:
+    layer: a module with a ``kernel`` parameter (``nnx.Linear``, ``nnx.Conv``, ...).
+    weight_regularizer: ``l**2 / (tau N)`` for N training points (``l**2 / N`` for a
+      cross-entropy loss).
+    dropout_regularizer: ``2 / (tau N)`` (``1 / N`` for a cross-entropy loss).
+    init_rate: the initial rate.
+    temperature: the relaxation temperature.
+    spatial: drop whole feature maps (for convolutions).
+    channel_axis: the channel axis when ``spatial``.
+    rngs: ``nnx.Rngs`` (a ``dropout`` stream) or None to pass a key at call time.
+
+  Example:
+    >>> from flax import nnx
+    >>> import jax.numpy as jnp, dropjax
+    >>> fc = dropjax.layers.ConcreteDropoutWrapper(
+    ...     nnx.Linear(4, 2, rngs=nnx.Rngs(0)), weight_regularizer=1e-6,
+    ...     dropout_regularizer=1e-5, rngs=nnx.Rngs(1))
+    >>> fc(jnp.ones((3, 4))).shape, fc.penalty().shape
+    ((3, 2), ())
+  """
+
+  def __init__(
+      self,
+      layer: nnx.Module,
+      *,
+      weight_regularizer: float,
+      dropout_regularizer: float,
+      init_rate: float = 0.1,
+      temperature: float = concrete.DEFAULT_TEMPERATURE,
+      spatial: bool = False,
+      channel_axis: int = -1,
+      rngs: nnx.Rngs | nnx.RngStream | None = None,
+  ):
+    if not isinstance(getattr(layer, "kernel", None), nnx.Param):
+      raise TypeError(f"`layer` must have a `kernel` parameter (nnx.Linear, nnx.Conv); got "
+                      f"{type(layer).__name__}.")
+    for name, value in (("weight_regularizer", weight_regularizer),
+                        ("dropout_regularizer", dropout_regularizer)):
+      if not value >= 0:
+        raise ValueError(f"`{name}` must be >= 0; got {value!r}.")
+    self.dropout = ConcreteDropout(init_rate=init_rate, temperature=temperature,
+                                   spatial=spatial, channel_axis=channel_axis, rngs=rngs)
+    self.layer = layer
+    self.weight_regularizer = float(weight_regularizer)
+    self.dropout_regularizer = float(dropout_regularizer)
+
+  def __call__(self, x, *, deterministic=None, rngs=None) -> jax.Array:
+    return self.layer(self.dropout(x, deterministic=deterministic, rngs=rngs))
+
+  @property
+  def rate(self) -> jax.Array:
+    return self.dropout.rate
+
+  def penalty(self) -> jax.Array:
+    """The Concrete-dropout penalty of this layer, to add to the loss."""
+    kernel = self.layer.kernel[...]
+    return self.dropout.regularizer(
+        kernel, input_dim=int(kernel.shape[-2]), weight_regularizer=self.weight_regularizer,
+        dropout_regularizer=self.dropout_regularizer,
     )
 
 

@@ -16,7 +16,8 @@ from flax import nnx
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from dropjax.layers import reseed, set_mc
+from dropjax._validation import check_key, check_positive_int
+from dropjax.layers import reseed, set_mc, stochastic_layers
 
 Forward = Callable[[jax.Array, Any], Any]
 
@@ -73,10 +74,12 @@ def mc_sample(
     >>> mc_sample(f, jax.random.key(0), jnp.ones(3), 10, chunk_size=4).shape
     (10, 3)
   """
-  if num_samples < 1:
-    raise ValueError(f"`num_samples` must be positive; got {num_samples}.")
-  if chunk_size is not None and chunk_size < 1:
-    raise ValueError(f"`chunk_size` must be positive or None; got {chunk_size}.")
+  check_positive_int(num_samples, "num_samples")
+  check_positive_int(chunk_size, "chunk_size", allow_none=True)
+  check_key(key)
+  if isinstance(forward, nnx.Module) or not callable(forward):
+    raise TypeError(f"`forward` must be a function (key, x) -> outputs; got "
+                    f"{type(forward).__name__}. For an NNX model use module_forward(model).")
   if prefix is not None:
     x = prefix(x)
   if not devices:
@@ -119,15 +122,54 @@ def mc_predict(
   return jnp.mean(probs, axis=0)
 
 
-def module_forward(model: nnx.Module) -> Forward:
+def module_forward(model: nnx.Module, *, require_stochastic: bool = True) -> Forward:
   """A pure ``(key, x) -> model(x)`` with dropout sampling on and everything else in eval mode.
 
-  The model is put in ``eval()`` + MC mode on a copy; each call reseeds the copy's dropout
-  layers from ``key`` (`dropjax.layers.reseed`), so the function can be vmapped over keys.
+  The model is copied and put in ``eval()`` (BatchNorm uses its running statistics) with
+  every dropout layer sampling: dropjax layers in MC mode and ``flax.nnx.Dropout`` layers
+  with ``deterministic=False`` (a Flax layer built without ``rngs`` gets a stream here).
+  Each call reseeds the copy's dropout layers from ``key`` (`dropjax.layers.reseed`), so
+  the function can be vmapped over the per-sample keys of `mc_sample`. The original model
+  is left untouched.
+
+  Args:
+    model: any NNX model with at least one dropout layer.
+    require_stochastic: refuse a model whose samples would all be equal (no dropout layer,
+      or only rate-0 ones). Pass False to treat such a model as its own MC mean (a
+      no-dropout baseline in a comparison, say).
+
+  Returns:
+    ``forward(key, x)``.
+
+  Raises:
+    ValueError: the model has no dropout layer that samples, and ``require_stochastic``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from dropjax.mc import mc_sample, module_forward
+    >>> model = nnx.Sequential(nnx.Linear(3, 8, rngs=nnx.Rngs(0)), nnx.Dropout(0.5))
+    >>> samples = mc_sample(module_forward(model), jax.random.key(1), jnp.ones((2, 3)), 8)
+    >>> bool(samples.std(0).max() > 0)  # Flax's own Dropout samples too
+    True
   """
   model = nnx.clone(model)
   model.eval()
-  set_mc(model, raise_if_not_found=False)  # a model without dropout is its own MC mean
+  set_mc(model, raise_if_not_found=False)
+  for _, module in nnx.iter_modules(model):
+    if isinstance(module, nnx.Dropout) and module.rngs is None:
+      # Replaced per call by `reseed`; only its presence matters here.
+      module.rngs = nnx.RngStream(jax.random.key(0), tag=module.rng_collection)
+  if require_stochastic:
+    sampling = [m for m in stochastic_layers(model) if m.sampling and m.rate != 0.0]
+    if not sampling:
+      found = [f"{m.path} ({m.layer}, rate {m.rate})" for m in stochastic_layers(model)]
+      raise ValueError(
+          f"module_forward: {type(model).__name__} has no dropout layer that samples "
+          f"(found: {', '.join(found) or 'none'}), so every MC sample would be the same "
+          "prediction. Add dropout (dropjax.layers, or flax.nnx.Dropout), or pass "
+          "require_stochastic=False to use the model as its own MC mean."
+      )
   graphdef, state = nnx.split(model)
 
   def forward(key, x):

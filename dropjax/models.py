@@ -1,8 +1,16 @@
 """Models with pluggable dropout: one architecture, any variant, rates per position.
 
-`VARIANTS` names what a variant comparison can plug in. Each model places
-``dropout(variant) -> weight layer`` pairs, so that concrete dropout's regulariser knows
-which weights each learned rate feeds (`regularization`).
+Which layer a variant puts at each position comes from the registry,
+`dropjax.variants`: `VARIANTS` are its variants with dense and conv rates, and
+`dense_dropout`, `feature_map_dropout`, `residual_dropout` and the dense layers ask
+`dropjax.variants.build` for the layer. Pinned study setting: DropBlock is built with
+``shared_across_channels=True`` (the registry's feature-map keywords), as when the
+committed variant-comparison results were computed.
+
+Each model places ``dropout(variant) -> weight layer`` pairs, so that concrete dropout's
+penalty knows which weights each learned rate feeds: `MLP` and `ConvNet` take
+``weight_regularizer`` and ``dropout_regularizer`` and define ``penalty()``, which
+`dropjax.train.classification_loss` adds to the loss (`dropjax.penalties`).
 """
 
 from __future__ import annotations
@@ -16,49 +24,40 @@ import jax.numpy as jnp
 from flax import nnx
 
 from dropjax import conv as conv_lib
-from dropjax import layers
-from dropjax._validation import concrete_value
+from dropjax import layers, variants
 from dropjax.ops import drop_path_rates
+from dropjax.penalties import check_coefficient
 
-VARIANTS = (
-    "none", "dropout", "spatial", "dropblock", "gaussian", "alpha", "dropconnect", "concrete",
-    "drop_path",
-)
-# Feature-map variants fall back to standard dropout in dense positions.
+# The variants registered when dropjax was imported; `_check_variant` also accepts any
+# registered since (`dropjax.variants.model_variants`).
+VARIANTS = variants.model_variants()
 # The convolution primitive of the conv models (``jax.lax.conv_general_dilated``'s signature).
 ConvFn = Callable[..., jax.Array]
-_DENSE_EQUIVALENT = {"spatial": "dropout", "dropblock": "dropout"}
-
-
-def _is_zero(rate) -> bool:
-  """True only for a rate known to be 0; a traced rate always gets a layer."""
-  value = concrete_value(rate)
-  return value is not None and bool((value == 0).all())
 
 
 def _check_variant(variant: str) -> None:
-  if variant not in VARIANTS:
-    raise ValueError(f"`variant` must be one of {VARIANTS}; got {variant!r}.")
+  allowed = variants.model_variants()
+  if variant not in allowed:
+    raise ValueError(f"`variant` must be one of {allowed}; got {variant!r}.")
 
 
 def activation_for(variant: str):
-  """SELU for alpha dropout (it is only mean/variance preserving for SELU nets), else ReLU."""
-  return jax.nn.selu if variant == "alpha" else jax.nn.relu
+  """The variant's activation in the registry (SELU for alpha dropout), else ReLU."""
+  return variants.get(variant).activation or jax.nn.relu
+
+
+def _or_identity(layer: nnx.Module | None) -> nnx.Module:
+  return layers.Identity() if layer is None else layer
 
 
 def dense_dropout(variant: str, rate: float, *, rngs: nnx.Rngs) -> nnx.Module:
-  """The dropout layer a variant places before a dense layer."""
+  """The dropout layer a variant places before a dense layer (`Identity` for none).
+
+  Feature-map variants (spatial dropout, DropBlock) place their registry
+  ``dense_equivalent``, standard dropout.
+  """
   _check_variant(variant)
-  variant = _DENSE_EQUIVALENT.get(variant, variant)
-  if variant in ("none", "dropconnect", "drop_path") or _is_zero(rate):
-    return layers.Identity()
-  if variant == "dropout":
-    return layers.Dropout(rate, rngs=rngs)
-  if variant == "gaussian":
-    return layers.GaussianDropout(rate, rngs=rngs)
-  if variant == "alpha":
-    return layers.AlphaDropout(rate, rngs=rngs)
-  return layers.ConcreteDropout(init_rate=rate, rngs=rngs)
+  return _or_identity(variants.build(variant, variants.DENSE_INPUT, rate, rngs=rngs))
 
 
 def feature_map_dropout(
@@ -66,21 +65,20 @@ def feature_map_dropout(
 ) -> nnx.Module:
   """The dropout layer a variant places before a convolution (NHWC maps)."""
   _check_variant(variant)
-  if variant in ("none", "dropconnect", "drop_path") or _is_zero(rate):
-    return layers.Identity()
-  if variant == "spatial":
-    return layers.SpatialDropout(rate, rngs=rngs)
-  if variant == "dropblock":
-    return layers.DropBlock(rate, block_size=block_size, rngs=rngs)
-  if variant == "concrete":
-    return layers.ConcreteDropout(init_rate=rate, spatial=True, rngs=rngs)
-  return dense_dropout(variant, rate, rngs=rngs)
+  return _or_identity(variants.build(variant, variants.FEATURE_MAPS, rate, rngs=rngs,
+                                     block_size=block_size))
+
+
+def residual_dropout(variant: str, rate: float, *, rngs: nnx.Rngs) -> nnx.Module:
+  """The layer a variant places on a residual branch (drop-path), else `Identity`."""
+  _check_variant(variant)
+  return _or_identity(variants.build(variant, variants.RESIDUAL, rate, rngs=rngs))
 
 
 def _dense(variant, din, dout, rate, rngs):
-  if variant == "dropconnect" and not _is_zero(rate):
-    return layers.DropConnectLinear(din, dout, rate, rngs=rngs)
-  return nnx.Linear(din, dout, rngs=rngs)
+  layer = variants.build(variant, variants.WEIGHTS, rate, rngs=rngs, in_features=din,
+                         out_features=dout)
+  return nnx.Linear(din, dout, rngs=rngs) if layer is None else layer
 
 
 def concrete_regularization(
@@ -128,6 +126,9 @@ class MLP(nnx.Module):
     input_rate: the rate before the first layer.
     hidden_rate: the rate before every later layer; or a sequence, one per hidden layer.
     batch_norm: one of `BATCH_NORM_PLACEMENTS`.
+    weight_regularizer, dropout_regularizer: the Concrete-dropout penalty coefficients of
+      `penalty` (Gal et al.: ``l**2 / N`` and ``1 / N`` for a cross-entropy loss on N
+      examples); 0 for none. Only concrete-dropout layers are penalised.
     rngs: ``nnx.Rngs`` with ``params`` and ``dropout`` streams.
   """
 
@@ -141,10 +142,14 @@ class MLP(nnx.Module):
       input_rate: float = 0.2,
       hidden_rate: float | Sequence[float] = 0.5,
       batch_norm: str | None = None,
+      weight_regularizer: float = 0.0,
+      dropout_regularizer: float = 0.0,
       rngs: nnx.Rngs,
   ):
     _check_variant(variant)
     _check_batch_norm(batch_norm)
+    self.weight_regularizer = check_coefficient(weight_regularizer, "weight_regularizer")
+    self.dropout_regularizer = check_coefficient(dropout_regularizer, "dropout_regularizer")
     if isinstance(hidden_rate, Sequence):
       rates = list(hidden_rate)
     else:
@@ -173,22 +178,24 @@ class MLP(nnx.Module):
         h = self.activation(self.norms[i](h))
     return h
 
-  def regularization(self, weight_regularizer: float, dropout_regularizer: float) -> jax.Array:
+  def penalty(self) -> jax.Array:
+    """The Concrete-dropout penalty of every ``(dropout, dense)`` pair, for the loss."""
     pairs = zip(self.drops, self.denses, self.input_dims, strict=True)
-    return concrete_regularization(list(pairs), weight_regularizer, dropout_regularizer)
+    return concrete_regularization(list(pairs), self.weight_regularizer,
+                                   self.dropout_regularizer)
 
 
 class ResidualBlock(nnx.Module):
-  """``act(x + drop_path(conv(act(conv(x)))))``."""
+  """``act(x + drop_path(conv(act(conv(x)))))``; ``variant``'s residual layer at ``path_rate``."""
 
   def __init__(self, channels: int, *, path_rate: float, activation, rngs: nnx.Rngs,
-               conv_general_dilated: ConvFn = conv_lib.conv_general_dilated):
+               conv_general_dilated: ConvFn = conv_lib.conv_general_dilated,
+               variant: str = "drop_path"):
     self.conv1 = nnx.Conv(channels, channels, (3, 3), conv_general_dilated=conv_general_dilated,
                           rngs=rngs)
     self.conv2 = nnx.Conv(channels, channels, (3, 3), conv_general_dilated=conv_general_dilated,
                           rngs=rngs)
-    self.drop_path = (layers.Identity() if _is_zero(path_rate)
-                      else layers.DropPath(path_rate, rngs=rngs))
+    self.drop_path = residual_dropout(variant, path_rate, rngs=rngs)
     self.activation = activation
 
   def __call__(self, x):
@@ -220,6 +227,8 @@ class ConvNet(nnx.Module):
     conv_general_dilated: the convolution primitive. The default,
       `dropjax.conv.conv_general_dilated`, equals ``jax.lax.conv_general_dilated`` bitwise
       and keeps its gradients fast inside ``lax.scan``/``fori_loop`` on CPU.
+    weight_regularizer, dropout_regularizer: the Concrete-dropout penalty coefficients of
+      `penalty`; see `MLP`.
     rngs: ``nnx.Rngs`` with ``params`` and ``dropout`` streams.
   """
 
@@ -237,16 +246,21 @@ class ConvNet(nnx.Module):
       block_size: int = 3,
       batch_norm: str | None = None,
       conv_general_dilated: ConvFn = conv_lib.conv_general_dilated,
+      weight_regularizer: float = 0.0,
+      dropout_regularizer: float = 0.0,
       rngs: nnx.Rngs,
   ):
     _check_variant(variant)
     _check_batch_norm(batch_norm)
+    self.weight_regularizer = check_coefficient(weight_regularizer, "weight_regularizer")
+    self.dropout_regularizer = check_coefficient(dropout_regularizer, "dropout_regularizer")
     if batch_norm == "before_dropout":
       conv_rate = 0.0
     self.variant = variant
     self.activation = activation_for(variant)
+    # Residual variants (drop-path) follow the linear depth rule, conv_rate the last block's.
     path_rates = (
-        drop_path_rates(len(channels), conv_rate) if variant == "drop_path"
+        drop_path_rates(len(channels), conv_rate) if variants.applies(variant, variants.RESIDUAL)
         else (0.0,) * len(channels)
     )
     drops, convs, norms, blocks, input_dims = [], [], [], [], []
@@ -261,7 +275,8 @@ class ConvNet(nnx.Module):
                             rngs=rngs))
       norms.append(nnx.BatchNorm(cout, rngs=rngs) if batch_norm else layers.Identity())
       blocks.append(ResidualBlock(cout, path_rate=path_rates[stage], activation=self.activation,
-                                  conv_general_dilated=conv_general_dilated, rngs=rngs))
+                                  conv_general_dilated=conv_general_dilated, variant=variant,
+                                  rngs=rngs))
       input_dims.append(cin)
       size, cin = size // 2, cout
     self.drops, self.convs, self.norms = nnx.List(drops), nnx.List(convs), nnx.List(norms)
@@ -284,14 +299,15 @@ class ConvNet(nnx.Module):
     h = self.activation(self.dense1(self.dense_drops[0](h)))
     return self.dense2(self.dense_drops[1](h))
 
-  def regularization(self, weight_regularizer: float, dropout_regularizer: float) -> jax.Array:
+  def penalty(self) -> jax.Array:
+    """The Concrete-dropout penalty of every ``(dropout, conv or dense)`` pair, for the loss."""
     pairs = [
         *zip(self.drops, self.convs, strict=True),
         (self.dense_drops[0], self.dense1),
         (self.dense_drops[1], self.dense2),
     ]
     triples = [(d, w, k) for (d, w), k in zip(pairs, self.pairs_input_dims, strict=True)]
-    return concrete_regularization(triples, weight_regularizer, dropout_regularizer)
+    return concrete_regularization(triples, self.weight_regularizer, self.dropout_regularizer)
 
 
 def max_pool_2x2(x: jax.Array) -> jax.Array:

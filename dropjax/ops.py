@@ -25,7 +25,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from dropjax import masks
-from dropjax._validation import check_rank, check_rate, concrete_value, normalize_axes
+from dropjax._validation import (
+    check_floating,
+    check_key,
+    check_rank,
+    check_rate,
+    check_rate_shape,
+    concrete_value,
+    normalize_axes,
+    poison_invalid,
+)
 
 ArrayLike = Any
 PyTree = Any
@@ -44,6 +53,11 @@ def _mask_shape(shape: Sequence[int], shared_axes: Sequence[int]) -> tuple[int, 
 
 def _all_equal(value: np.ndarray | None, target: float) -> bool:
   return value is not None and bool(np.all(value == target))
+
+
+def _zero_fill(rate: ArrayLike, dtype: jnp.dtype) -> jax.Array:
+  """The value of dropped units: 0, or NaN where a traced rate lies outside [0, 1]."""
+  return poison_invalid(jnp.zeros(jnp.shape(rate), dtype), rate)
 
 
 def dropout(
@@ -90,26 +104,32 @@ def dropout(
     Srivastava, Hinton, Krizhevsky, Sutskever, Salakhutdinov. "Dropout: a simple way to
     prevent neural networks from overfitting." JMLR 15, 2014.
   """
-  value = check_rate(rate)
   x = jnp.asarray(x)
+  check_floating(x)
   shared = normalize_axes(broadcast_dims, x.ndim, "broadcast_dims")
+  mask_shape = _mask_shape(x.shape, shared)
+  check_rate_shape(rate, mask_shape)
+  value = check_rate(rate)
   bits = masks.resolve_bits(rate, bits)
   compute = _compute_dtype(x.dtype)
   if deterministic:
     if inverted:
       return x
-    return (x.astype(compute) * masks.keep_probability(rate, bits)).astype(x.dtype)
+    q = poison_invalid(masks.keep_probability(rate, bits), rate)
+    return (x.astype(compute) * q).astype(x.dtype)
+  check_key(key)
   if _all_equal(value, 0.0):
     return x
   if _all_equal(value, 1.0):
     return jnp.zeros_like(x)
-  keep = masks.bernoulli_keep(key, _mask_shape(x.shape, shared), rate, bits)
+  keep = masks.bernoulli_keep(key, mask_shape, rate, bits)
   if inverted:
     scale = masks.safe_reciprocal(masks.keep_probability(rate, bits))
   else:
     # Classic convention at rate 1: the "kept" set is empty either way.
     scale = jnp.ones((), jnp.float32)
-  y = jnp.where(keep, x.astype(compute) * scale.astype(compute), jnp.zeros((), compute))
+  scale = poison_invalid(scale, rate)
+  y = jnp.where(keep, x.astype(compute) * scale.astype(compute), _zero_fill(rate, compute))
   return y.astype(x.dtype)
 
 
@@ -142,6 +162,8 @@ def dropout_mask(
     >>> m.shape
     (3, 4)
   """
+  if not jax.dtypes.issubdtype(dtype, np.floating):
+    raise TypeError(f"`dtype` must be a floating-point dtype; got {dtype}.")
   return dropout(key, jnp.ones(shape, dtype), rate, bits=bits)
 
 
@@ -366,6 +388,7 @@ def dropconnect(
   leaves, treedef = jax.tree_util.tree_flatten(weights)
   if deterministic or not leaves:
     return weights
+  check_key(key)
   keys = jax.random.split(key, len(leaves))
   masked = [dropout(k, leaf, rate, bits=bits) for k, leaf in zip(keys, leaves, strict=True)]
   return jax.tree_util.tree_unflatten(treedef, masked)
@@ -428,6 +451,7 @@ def dropconnect_dense(
   if x.ndim < 2:
     raise ValueError(f"per_example=True needs a batch axis in `x`; got shape {x.shape}.")
   check_rate(rate)
+  check_key(key)
   keys = jax.random.split(key, x.shape[0])
   return jax.vmap(lambda k, xi: apply(dropconnect(k, params, rate, bits=bits), xi))(keys, x)
 
@@ -462,19 +486,27 @@ def gaussian_dropout(
     Srivastava et al. "Dropout: a simple way to prevent neural networks from
     overfitting." JMLR 2014, section 10.
   """
-  value = check_rate(rate)
   x = jnp.asarray(x)
+  check_floating(x)
+  check_rate_shape(rate, x.shape)
+  value = check_rate(rate)
   if deterministic or _all_equal(value, 0.0):
     return x
+  check_key(key)
   if _all_equal(value, 1.0):
     return jnp.zeros_like(x)
   compute = _compute_dtype(x.dtype)
+  traced_rate = rate
   rate = jnp.asarray(rate, compute)
   dropping_all = rate >= 1.0
-  safe_rate = jnp.where(dropping_all, 0.0, rate)
-  std = jnp.sqrt(safe_rate / (1.0 - safe_rate))
+  # Double where: sqrt'(0) is infinite, so rate 0 gets a zero (not NaN) gradient.
+  positive = (rate > 0.0) & ~dropping_all
+  safe_rate = jnp.where(positive, rate, 0.5)
+  std = jnp.where(positive, jnp.sqrt(safe_rate / (1.0 - safe_rate)), 0.0)
+  std = poison_invalid(std, traced_rate)
   noise = jax.random.normal(key, x.shape, compute)
-  y = jnp.where(dropping_all, 0.0, x.astype(compute) * (1.0 + std * noise))
+  y = jnp.where(dropping_all, _zero_fill(traced_rate, compute),
+                x.astype(compute) * (1.0 + std * noise))
   return y.astype(x.dtype)
 
 
@@ -512,15 +544,18 @@ def alpha_dropout(
     Klambauer, Unterthiner, Mayr, Hochreiter. "Self-normalizing neural networks."
     NeurIPS 2017.
   """
-  value = check_rate(rate)
   x = jnp.asarray(x)
+  check_floating(x)
+  check_rate_shape(rate, x.shape)
+  value = check_rate(rate)
   if deterministic or _all_equal(value, 0.0):
     return x
+  check_key(key)
   if _all_equal(value, 1.0):
     return jnp.zeros_like(x)
   bits = masks.resolve_bits(rate, bits)
   compute = _compute_dtype(x.dtype)
-  q = masks.keep_probability(rate, bits).astype(compute)
+  q = poison_invalid(masks.keep_probability(rate, bits), rate).astype(compute)
   keep = masks.bernoulli_keep(key, x.shape, rate, bits)
   variance = q + SELU_ALPHA_PRIME**2 * q * (1.0 - q)
   a = jnp.where(variance > 0, jax.lax.rsqrt(jnp.where(variance > 0, variance, 1.0)), 0.0)
@@ -559,6 +594,10 @@ def dropblock_expected_drop_fraction(
     rate: float, height: int, width: int, block_size: int
 ) -> float:
   """The exact expected fraction of a map that `dropblock` drops (blocks overlap)."""
+  check_rate(rate)
+  if not isinstance(block_size, (int, np.integer)) or not 1 <= block_size <= min(height, width):
+    raise ValueError(f"`block_size` must be an integer in [1, {min(height, width)}] for a "
+                     f"{height}x{width} map; got {block_size!r}.")
   gamma = float(dropblock_seed_rate(rate, height, width, block_size))
   cover = np.outer(_block_counts(height, block_size), _block_counts(width, block_size))
   return float(np.mean(1.0 - (1.0 - gamma) ** cover))
@@ -571,7 +610,7 @@ def dropblock(
     *,
     block_size: int = 7,
     data_format: str = "NHWC",
-    shared_across_channels: bool = True,
+    shared_across_channels: bool = False,
     deterministic: bool = False,
     bits: int | None = None,
 ) -> jax.Array:
@@ -590,7 +629,11 @@ def dropblock(
     block_size: the side of the square blocks; must fit inside the map.
     data_format: ``"NHWC"`` or ``"NCHW"``.
     shared_across_channels: one mask for all channels of an example (True), or an
-      independent mask per channel.
+      independent mask per channel (False, the default). The default follows the paper:
+      Ghiasi et al. (§3) describe both, say Algorithm 1 is the per-channel one and that it
+      "tends to work better in our experiments"; torchvision's ``drop_block2d`` and timm's
+      ``drop_block_2d`` also draw one mask per channel. The studies of this repository
+      that predate this default pin ``True`` (see `dropjax.models`).
     deterministic: if True, return ``x``.
     bits: random bits per seed, or None to choose from the seed rate.
 
@@ -609,6 +652,7 @@ def dropblock(
   """
   value = check_rate(rate)
   x = jnp.asarray(x)
+  check_floating(x)
   if data_format not in ("NHWC", "NCHW"):
     raise ValueError(f'`data_format` must be "NHWC" or "NCHW"; got {data_format!r}.')
   check_rank(x, (4,), "dropblock", data_format)
@@ -618,6 +662,9 @@ def dropblock(
     height, width = x.shape[2], x.shape[3]
   else:
     height, width = x.shape[1], x.shape[2]
+  if not isinstance(shared_across_channels, (bool, np.bool_)):
+    raise TypeError(
+        f"`shared_across_channels` must be True or False; got {shared_across_channels!r}.")
   if block_size > min(height, width):
     raise ValueError(
         f"`block_size`={block_size} is larger than the {height}x{width} feature map; it must "
@@ -625,6 +672,7 @@ def dropblock(
     )
   if deterministic or _all_equal(value, 0.0):
     return x
+  check_key(key)
   if _all_equal(value, 1.0):
     return jnp.zeros_like(x)
 
@@ -633,6 +681,7 @@ def dropblock(
   gamma = dropblock_seed_rate(rate, height, width, block_size)
   seed_bits = masks.resolve_bits(gamma, bits)
   seed_shape = (x.shape[0], height - block_size + 1, width - block_size + 1, channels)
+  check_rate_shape(rate, seed_shape)
   # A seed marks a block's top-left corner; drop = "some seed in the b x b window above-left".
   seeds = ~masks.bernoulli_keep(key, seed_shape, gamma, seed_bits)
   pad = block_size - 1
@@ -646,5 +695,7 @@ def dropblock(
   compute = _compute_dtype(x.dtype)
   # Overlapping blocks seeded at gamma(rate=1) do not cover the map; rate 1 still drops all.
   scale = jnp.where(jnp.asarray(rate, jnp.float32) >= 1.0, 0.0, scale)
-  y = jnp.where(keep, nhwc.astype(compute) * scale.astype(compute), 0.0).astype(x.dtype)
+  scale = poison_invalid(scale, rate)
+  y = jnp.where(keep, nhwc.astype(compute) * scale.astype(compute), _zero_fill(rate, compute))
+  y = y.astype(x.dtype)
   return y if data_format == "NHWC" else jnp.transpose(y, (0, 3, 1, 2))

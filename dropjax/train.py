@@ -19,9 +19,17 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dropjax.checkpoint import load_checkpoint, save_checkpoint
+from dropjax.checkpoint import (
+    CheckpointMismatchError,
+    check_settings,
+    load_checkpoint,
+    read_checkpoint_metadata,
+    save_checkpoint,
+    tree_signature,
+)
 from dropjax.data import Split
-from dropjax.layers import Rate, reseed
+from dropjax.layers import Rate, check_sampling, reseed
+from dropjax.penalties import collect_penalties
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -88,18 +96,28 @@ def classification_loss(
     model: nnx.Module,
     images: jax.Array,
     labels: jax.Array,
-    weight_regularizer: float,
-    dropout_regularizer: float,
     l2: float = 0.0,
 ) -> jax.Array:
-  """Mean cross-entropy + ``l2 * sum(kernel**2)`` + the model's Concrete penalty, if any."""
+  """Mean cross-entropy + ``l2 * sum(kernel**2)`` + the model's penalties.
+
+  The penalties are `dropjax.penalties.collect_penalties`: the sum of ``penalty()`` over
+  every module that defines it (the Concrete-dropout penalty of `dropjax.models.MLP` and
+  `dropjax.models.ConvNet`, of `dropjax.layers.ConcreteDropoutWrapper`, or your own).
+
+  Args:
+    model: an NNX classifier ``images -> logits``.
+    images: a batch of inputs.
+    labels: integer class labels.
+    l2: coefficient of ``sum(kernel**2)`` (`kernel_l2`).
+
+  Returns:
+    The scalar loss.
+  """
   logits = model(images)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
   if l2:
     loss = loss + l2 * kernel_l2(model)
-  if hasattr(model, "regularization"):
-    loss = loss + model.regularization(weight_regularizer, dropout_regularizer)
-  return loss
+  return loss + collect_penalties(model)
 
 
 def _validation_nll(model: nnx.Module, split: Split) -> float:
@@ -120,8 +138,6 @@ def fit_classifier(
     learning_rate: float,
     weight_decay: float = 0.0,
     l2: float = 0.0,
-    weight_regularizer: float = 0.0,
-    dropout_regularizer: float = 0.0,
     validation: Split | None = None,
     patience: int | None = None,
     max_norm: float | None = None,
@@ -143,8 +159,9 @@ def fit_classifier(
     batch_size: examples per step.
     learning_rate: Adam's step size.
     weight_decay: decoupled weight decay (AdamW); 0 for plain Adam.
-    l2: coefficient of the L2 penalty ``sum(kernel**2)`` added to the loss.
-    weight_regularizer, dropout_regularizer: Concrete-dropout penalty weights.
+    l2: coefficient of the L2 penalty ``sum(kernel**2)`` added to the loss. The model's
+      own penalties (``penalty()`` of its modules, e.g. Concrete dropout's, with the
+      coefficients given to the model) are always added (`classification_loss`).
     validation: a held-out split; its deterministic NLL is recorded after every epoch.
     patience: with ``validation``, stop after this many epochs without a better NLL and
       restore the best epoch's weights (early stopping).
@@ -154,8 +171,11 @@ def fit_classifier(
       trains with every array rate (`rate_variables`) at ``factor(t)`` times its value at
       the start. The rates are traced, so no step recompiles; they are restored to their
       starting values when training ends (MC dropout then samples at those rates).
-    checkpoint_path: an ``.npz`` written atomically after every epoch; if it exists when
-      training starts, training resumes from it.
+    checkpoint_path: an ``.npz`` written atomically after every epoch, recording the
+      settings it was trained with (key, epochs, batch size, optimiser and regulariser
+      settings, data size, model and optimizer structure); if it exists when
+      training starts, training resumes from it. A checkpoint recording other settings,
+      or none, is refused (`dropjax.checkpoint.CheckpointMismatchError`, naming them).
     progress: called after every epoch with the epoch's statistics.
 
   Returns:
@@ -189,8 +209,7 @@ def fit_classifier(
       factor = rate_scale(step)
       for variable, base in zip(rate_variables(model), base_rates, strict=True):
         variable[...] = base * factor
-    loss, grads = nnx.value_and_grad(classification_loss)(
-        model, images, labels, weight_regularizer, dropout_regularizer, l2)
+    loss, grads = nnx.value_and_grad(classification_loss)(model, images, labels, l2)
     optimizer.update(model, grads)
     if max_norm is not None:
       max_norm_projection(model, max_norm)
@@ -200,10 +219,34 @@ def fit_classifier(
                              "stopped_early": False}
   best_state = nnx.state(model)
   start_epoch, bad_epochs = 0, 0
+  if checkpoint_path is not None:
+    typed_key = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    settings = {
+        "key": np.asarray(jax.random.key_data(key) if typed_key else key).tolist(),
+        "epochs": epochs, "batch_size": batch_size, "learning_rate": float(learning_rate),
+        "weight_decay": float(weight_decay), "l2": float(l2),
+        "max_norm": None if max_norm is None else float(max_norm), "patience": patience,
+        "rate_scale": rate_scale is not None, "train_examples": n,
+        "validation_examples": None if validation is None else len(validation.labels),
+        "model_structure": tree_signature(nnx.state(model)),
+        "optimizer_structure": tree_signature(nnx.state(optimizer)),
+    }
   if checkpoint_path is not None and os.path.exists(checkpoint_path):
+    # Another run's checkpoint would be continued silently: refuse before restoring it.
+    check_settings(checkpoint_path, read_checkpoint_metadata(checkpoint_path).get("settings"),
+                   settings)
     trees, meta = load_checkpoint(checkpoint_path, {
         "model": nnx.state(model), "optimizer": nnx.state(optimizer), "best": best_state})
     nnx.update(model, trees["model"])
+    # The penalty coefficients live in the model, outside its state: the restored weights
+    # give the recorded penalty only under the coefficients they were trained with.
+    penalty = float(collect_penalties(model))
+    if "penalty" in meta and not np.isclose(penalty, meta["penalty"], rtol=1e-5, atol=0.0):
+      raise CheckpointMismatchError(
+          f"{checkpoint_path} was trained with other penalty coefficients: its weights gave "
+          f"the penalty {meta['penalty']!r} then and give {penalty!r} under this model "
+          "(weight_regularizer / dropout_regularizer, or a module's penalty(), changed). Use "
+          "the same model settings, another checkpoint_path, or delete it.")
     nnx.update(optimizer, trees["optimizer"])
     best_state = trees["best"]
     history, start_epoch, bad_epochs = meta["history"], meta["epoch"], meta["bad_epochs"]
@@ -237,7 +280,8 @@ def fit_classifier(
       save_checkpoint(
           checkpoint_path,
           {"model": nnx.state(model), "optimizer": nnx.state(optimizer), "best": best_state},
-          {"history": history, "epoch": epoch + 1, "bad_epochs": bad_epochs},
+          {"history": history, "epoch": epoch + 1, "bad_epochs": bad_epochs,
+           "settings": settings, "penalty": float(collect_penalties(model))},
       )
     if progress is not None:
       done = epoch + 1 - start_epoch
@@ -254,8 +298,14 @@ def fit_classifier(
 
 
 def predict_probabilities(model: nnx.Module, images: np.ndarray | jax.Array) -> jax.Array:
-  """Deterministic (weight-scaling) class probabilities: the model in eval mode."""
+  """Deterministic (weight-scaling) class probabilities: the model in eval mode.
+
+  Refuses a model whose dropout layers would still sample after ``.eval()`` (a dropjax
+  layer left in MC mode by `dropjax.layers.set_mc`): its "deterministic" predictions
+  would be random.
+  """
   model.eval()
+  check_sampling(model, False, context="predict_probabilities")
   return jax.nn.softmax(nnx.jit(lambda m, x: m(x))(model, jnp.asarray(images)))
 
 
@@ -268,8 +318,6 @@ def fit_ensemble(
     epochs: int,
     batch_size: int,
     learning_rate: float,
-    weight_regularizer: float = 0.0,
-    dropout_regularizer: float = 0.0,
     vectorize: bool = True,
 ) -> tuple[nnx.GraphDef, Any, dict[str, Any]]:
   """Trains ``len(keys)`` models in one jitted program: seeds, hyper-parameters, ensembles.
@@ -286,8 +334,9 @@ def fit_ensemble(
     train: the training split (all members see the whole set, each in its own order).
     keys: ``(K,)`` member keys.
     hparams: optional ``{name: (K,) array}`` passed to ``make_model`` per member.
-    epochs, batch_size, learning_rate: as `fit_classifier` (Adam).
-    weight_regularizer, dropout_regularizer: Concrete-dropout penalty weights.
+    epochs, batch_size, learning_rate: as `fit_classifier` (Adam). The loss is
+      `classification_loss`: the models' ``penalty()`` terms are added (pass penalty
+      coefficients to the model in ``make_model``).
     vectorize: ``True`` vmaps the members (one batched step for all: the fast choice for
       dense models, and on accelerators); ``False`` trains them one after another
       (``jax.lax.map``) inside the same program. On XLA:CPU a vmapped convolution with
@@ -338,7 +387,7 @@ def fit_ensemble(
     model = nnx.merge(graphdef, params, rest, copy=True)
     model.train()
     reseed(model, step_key)
-    loss = classification_loss(model, images, labels, weight_regularizer, dropout_regularizer)
+    loss = classification_loss(model, images, labels)
     return loss, nnx.split(model, nnx.Param, ...)[2]
 
   def member_step(params, rest, opt_state, order, step, dropout_key, images, labels):

@@ -37,7 +37,7 @@ from dropjax.data import Split
 from dropjax.layers import reseed
 from dropjax.mc import mc_sample
 from dropjax.models import KerasMnistCNN
-from experiments import datasets, reporting
+from experiments import config_checks, datasets, reporting
 
 # Gal, Islam & Ghahramani 2017, Table 1 (MNIST): labels needed to reach 10% and 5% test
 # error, as quoted in our issue tracker "as we recall it" (not yet checked against the paper).
@@ -180,6 +180,23 @@ def _function_names(config) -> list[str]:
     if name not in known:
       raise ValueError(f"config.acquisition_functions: {name!r} is not one of {known}.")
   return list(config.acquisition_functions)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The study's rules beyond `config_checks.check_fields`, checked before any work.
+
+  Args:
+    config: an ``active_learning`` config.
+
+  Raises:
+    ValueError: naming the field and the allowed values.
+  """
+  config_checks.check_dataset(config)
+  _function_names(config)
+  if config.test_size and config.test_size % config.eval_batch_size:
+    raise config_checks.ConfigError(
+        f"config.eval_batch_size = {config.eval_batch_size} must divide config.test_size = "
+        f"{config.test_size} (the test pass runs in equal batches).")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -17,13 +17,20 @@ from flax import nnx
 
 from dropjax import io, layers
 from dropjax.mc import mc_sample, module_forward
-from experiments import reporting
+from dropjax.penalties import check_coefficient, collect_penalties
+from experiments import config_checks, reporting
 
 
 class HeteroscedasticConcreteMLP(nnx.Module):
-  """``[concrete dropout -> dense]`` x 3 (ReLU), then concrete-dropout mean and log-var heads."""
+  """``[concrete dropout -> dense]`` x 3 (ReLU), then concrete-dropout mean and log-var heads.
 
-  def __init__(self, hidden: int, *, init_rate: float, temperature: float, rngs: nnx.Rngs):
+  ``penalty()`` is the Concrete-dropout penalty of the five layers with the coefficients
+  given here (the `dropjax.penalties` protocol).
+  """
+
+  def __init__(self, hidden: int, *, init_rate: float, temperature: float,
+               weight_regularizer: float = 0.0, dropout_regularizer: float = 0.0,
+               rngs: nnx.Rngs):
     sizes = [1, hidden, hidden, hidden]
     # Keras's Dense default (the reference code): for the 1 -> 1024 first layer LeCun-normal
     # weights are ~500x larger in variance, and the log-variance head then diverges.
@@ -35,17 +42,19 @@ class HeteroscedasticConcreteMLP(nnx.Module):
     self.mean = dense(hidden, 1)
     self.log_var = dense(hidden, 1)
     self.input_dims = (1, hidden, hidden, hidden, hidden)
+    self.weight_regularizer = check_coefficient(weight_regularizer, "weight_regularizer")
+    self.dropout_regularizer = check_coefficient(dropout_regularizer, "dropout_regularizer")
 
   def __call__(self, x):
     for drop, dense in zip(self.drops[:3], self.denses, strict=True):
       x = jax.nn.relu(dense(drop(x)))
     return jnp.concatenate([self.mean(self.drops[3](x)), self.log_var(self.drops[4](x))], -1)
 
-  def regularization(self, weight_regularizer, dropout_regularizer):
+  def penalty(self) -> jax.Array:
     weights = [*self.denses, self.mean, self.log_var]
     return sum(drop.regularizer(w.kernel[...], input_dim=k,
-                                weight_regularizer=weight_regularizer,
-                                dropout_regularizer=dropout_regularizer)
+                                weight_regularizer=self.weight_regularizer,
+                                dropout_regularizer=self.dropout_regularizer)
                for drop, w, k in zip(self.drops, weights, self.input_dims, strict=True))
 
   def rates(self) -> list[float]:
@@ -69,8 +78,9 @@ def fit(config, n, epochs, key) -> dict[str, Any]:
   x, y = synthetic(data_key, n)
   model = HeteroscedasticConcreteMLP(config.hidden, init_rate=config.init_rate,
                                      temperature=config.temperature,
+                                     weight_regularizer=config.length_scale**2 / n,
+                                     dropout_regularizer=2.0 / n,
                                      rngs=nnx.Rngs(params=init_key, dropout=0))
-  wd, dd = config.length_scale**2 / n, 2.0 / n
   tx = optax.adam(config.learning_rate)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   batch = min(config.batch_size, n)
@@ -80,7 +90,7 @@ def fit(config, n, epochs, key) -> dict[str, Any]:
   def loss_fn(params, rest, xb, yb, weight, step_key):
     m = nnx.merge(graphdef, params, rest, copy=True)
     layers.reseed(m, step_key)
-    return heteroscedastic_loss(m(xb), yb, weight) + m.regularization(wd, dd)
+    return heteroscedastic_loss(m(xb), yb, weight) + collect_penalties(m)
 
   @jax.jit
   def run(params, opt_state):
@@ -132,6 +142,28 @@ def _plot(rows, path):
   ax.set_title("Concrete dropout: learned p vs data size (dotted: published)")
   ax.legend(fontsize=8)
   reporting.save_figure(fig, path)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The study's rules beyond `config_checks.check_fields`, checked before any work.
+
+  Args:
+    config: a ``concrete_dropout`` config.
+
+  Raises:
+    config_checks.ConfigError: naming the field and the allowed values.
+  """
+  if len(config.sizes) != len(config.epochs):
+    raise config_checks.ConfigError(
+        f"config.epochs = {config.epochs} must give one epoch count per entry of "
+        f"config.sizes = {config.sizes}.")
+  if not 0 < config.init_rate < 1:
+    raise config_checks.ConfigError(
+        f"config.init_rate = {config.init_rate}: a learned rate starts in (0, 1).")
+  if config.validation_size < 1:
+    raise config_checks.ConfigError(
+        f"config.validation_size = {config.validation_size}: the test set needs at least one "
+        "point (a positive integer).")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from dropjax import io, layers, metrics
 from dropjax.mc import mc_predict, module_forward
 from dropjax.models import MLP
 from dropjax.train import fit_classifier, predict_probabilities
-from experiments import datasets, reporting
+from experiments import config_checks, datasets, reporting
 
 
 def learned_rates(model: nnx.Module) -> list[float]:
@@ -35,12 +35,13 @@ def run_model(config, data, name: str) -> dict[str, Any]:
   train, _, test = data
   root = jax.random.key(config.seed)
   concrete = name == "concrete"
+  n = len(train.labels)
   model = MLP(int(np.prod(train.images.shape[1:])), list(config.hidden), 10,
               variant="concrete" if concrete else "dropout",
               input_rate=config.init_rate if concrete else config.fixed_rates[0],
               hidden_rate=config.init_rate if concrete else config.fixed_rates[1],
+              weight_regularizer=config.length_scale**2 / n, dropout_regularizer=1.0 / n,
               rngs=nnx.Rngs(params=jax.random.fold_in(root, 0), dropout=0))
-  n = len(train.labels)
   history = [learned_rates(model)] if concrete else []
 
   def progress(stats):
@@ -52,7 +53,6 @@ def run_model(config, data, name: str) -> dict[str, Any]:
   tic = time.perf_counter()
   fit_classifier(model, train, key=jax.random.fold_in(root, 1), epochs=config.epochs,
                  batch_size=config.batch_size, learning_rate=config.learning_rate,
-                 weight_regularizer=config.length_scale**2 / n, dropout_regularizer=1.0 / n,
                  progress=progress)
   seconds = time.perf_counter() - tic
   det = metrics.summary(predict_probabilities(model, test.images), test.labels, config.ece_bins)
@@ -65,6 +65,21 @@ def run_model(config, data, name: str) -> dict[str, Any]:
           "rate_history": history, "error_det": 1 - det["accuracy"], "error_mc": 1 - mc["accuracy"],
           "nll_det": det["nll"], "nll_mc": mc["nll"], "ece_det": det["ece"], "ece_mc": mc["ece"],
           "seconds": seconds}
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The study's rules beyond `config_checks.check_fields`, checked before any work.
+
+  Args:
+    config: a ``concrete_mnist`` config.
+
+  Raises:
+    config_checks.ConfigError: naming the field and the allowed values.
+  """
+  config_checks.check_dataset(config)
+  if not 0 < config.init_rate < 1:
+    raise config_checks.ConfigError(
+        f"config.init_rate = {config.init_rate}: a learned rate starts in (0, 1).")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from dropjax.ensemble import exact_ensemble
 from dropjax.mc import mc_sample, module_forward
 from dropjax.models import MLP
 from dropjax.train import ensemble_member, fit_classifier, fit_ensemble, predict_probabilities
-from experiments import datasets, reporting
+from experiments import config_checks, datasets, reporting
 
 
 def mc_versus_weight_scaling(config, train, test) -> dict[str, Any]:
@@ -47,8 +47,10 @@ def mc_versus_weight_scaling(config, train, test) -> dict[str, Any]:
     for r in range(config.mc_repeats):
       probs = sample(jax.random.fold_in(jax.random.fold_in(root, 1), m * 1000 + r), x)
       running = jnp.cumsum(probs, axis=0)
+      # running[k - 1] sums k probability vectors: its arg-max is the k-sample MC mean's.
+      predicted = jnp.argmax(running, axis=-1)
       for j, k in enumerate(ks):
-        mc_errors[m, r, j] = 1.0 - float(metrics.accuracy(running[k - 1], labels))
+        mc_errors[m, r, j] = 1.0 - float(jnp.mean(predicted[k - 1] == labels))
   flat = mc_errors.reshape(-1, len(ks))
   mean, std = flat.mean(0), flat.std(0)
   ws_mean = float(ws_errors.mean())
@@ -117,6 +119,22 @@ def _plot(result, path, dataset):
   ax.set_title(f"MC averaging vs weight scaling ({dataset})")
   ax.legend()
   reporting.save_figure(fig, path)
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The study's rules beyond `config_checks.check_fields`, checked before any work.
+
+  Args:
+    config: an ``ensemble_interpretation`` config.
+
+  Raises:
+    config_checks.ConfigError: naming the field and the allowed values.
+  """
+  config_checks.check_dataset(config)
+  if config.exact_units > 20:
+    raise config_checks.ConfigError(
+        f"config.exact_units = {config.exact_units}: the exact comparison enumerates "
+        "2**exact_units sub-networks; at most 20.")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -1,8 +1,12 @@
 """Runs a study: ``python -m experiments.main --config=CONFIG_FILE[:quick] --workdir=DIR``.
 
 The config's ``study`` field picks the study; every field can be overridden on the command
-line as ``--config.FIELD=VALUE``.
+line as ``--config.FIELD=VALUE``. Before any work the whole config is checked
+(`experiments.config_checks`); after the study, a NaN or infinite metric in its results
+ends the run with an error (exit status 1) naming the metric and its split.
 """
+
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -11,9 +15,11 @@ from experiments import (
     active_learning,
     concrete_dropout,
     concrete_mnist,
+    config_checks,
     ensemble_interpretation,
     mc_calibration,
     regularizers,
+    reporting,
     uci,
     uci_concrete,
     variant_comparison,
@@ -36,15 +42,58 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where the study writes config, 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with an unknown ``--config.FIELD`` reported as such.
+
+  ml_collections reports one as a bare ``AttributeError: 'foo'``; this says
+  ``unknown config field 'foo' (--config.foo); valid fields of config: ...`` and exits
+  with status 1, as absl does for other flag errors.
+
+  Args:
+    argv: the command line.
+
+  Returns:
+    The arguments left after the flags.
+  """
+  try:
+    config_checks.check_overrides(argv)
+  except config_checks.ConfigError as e:
+    sys.stderr.write(f"FATAL Flags parsing error: {e}\n")
+    sys.exit(1)
+  return app.parse_flags_with_usage(argv)
+
+
+def run_study(config, workdir: str) -> dict:
+  """Checks ``config``, runs its study in ``workdir`` and checks the metrics it returns.
+
+  Args:
+    config: a study config (``config.study`` names the study).
+    workdir: the study's folder.
+
+  Returns:
+    The study's metrics.
+
+  Raises:
+    config_checks.ConfigError: a bad config, before any work.
+    reporting.NonFiniteMetricError: a NaN or infinite metric in the results.
+  """
+  config_checks.check_config(config, studies=tuple(STUDIES))
+  metrics = STUDIES[config.study](config, workdir)
+  reporting.check_finite_metrics(metrics, study=f"Study {config.study!r} in {workdir}")
+  return metrics
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
-  if config.study not in STUDIES:
-    raise app.UsageError(f"config.study must be one of {sorted(STUDIES)}; got {config.study!r}.")
-  metrics = STUDIES[config.study](config, _WORKDIR.value)
-  logging.info("Done: %s", metrics.get("summary", ""))
+  try:
+    metrics = run_study(_CONFIG.value, _WORKDIR.value)
+  except (config_checks.ConfigError, reporting.NonFiniteMetricError) as e:
+    # The message says it all; a traceback would bury it.
+    sys.stderr.write(f"FATAL {type(e).__name__}: {e}\n")
+    sys.exit(1)
+  logging.info("Done: %s", metrics.get("summary", "") if isinstance(metrics, dict) else "")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

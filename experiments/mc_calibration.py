@@ -20,7 +20,7 @@ from dropjax.data import Split
 from dropjax.mc import mc_sample, module_forward
 from dropjax.models import MLP, LeNet5
 from dropjax.train import ensemble_member, fit_ensemble
-from experiments import datasets, reporting
+from experiments import config_checks, datasets, reporting
 
 
 def rotate(images: np.ndarray, angle: float) -> np.ndarray:
@@ -116,9 +116,10 @@ def ood_study(config, train, validation, test) -> list[dict[str, Any]]:
           out["probs"]["deterministic (dropout net)"][None]),
       "deep ensemble: predictive entropy": uncertainty.predictive_entropy(ensemble_probs[None]),
   }
-  return [{"score": name, "auroc": float(metrics.auroc(s, is_ood)),
-           "aupr": float(metrics.average_precision(s, is_ood)),
-           "fpr_at_95_tpr": float(metrics.fpr_at_tpr(s, is_ood))} for name, s in scores.items()]
+  return [{"score": name, "auroc": float(metrics.auroc(scores=s, positives=is_ood)),
+           "aupr": float(metrics.average_precision(scores=s, positives=is_ood)),
+           "fpr_at_95_tpr": float(metrics.fpr_at_tpr(scores=s, positives=is_ood))}
+          for name, s in scores.items()]
 
 
 def _plot(rows, path, methods):
@@ -151,6 +152,19 @@ def published_findings(config: ml_collections.ConfigDict) -> list[tuple[str, Cal
       ("under shift MC dropout has a lower NLL than temperature scaling",
        lambda by: by[mc_best]["nll"] < by["temperature scaling"]["nll"]),
   ]
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The study's rules beyond `config_checks.check_fields`, checked before any work.
+
+  Args:
+    config: an ``mc_calibration`` config.
+
+  Raises:
+    config_checks.ConfigError: naming the field and the allowed values.
+  """
+  config_checks.check_dataset(config)
+  config_checks.check_choice(config, "model", ("mlp", "lenet"))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

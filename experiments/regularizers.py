@@ -31,7 +31,7 @@ from dropjax.data import Split
 from dropjax.models import MLP, ConvNet
 from dropjax.ops import per_depth_rates
 from dropjax.train import fit_classifier, largest_unit_norm, predict_probabilities
-from experiments import datasets, reporting
+from experiments import config_checks, datasets, reporting
 
 # What each method uses. A method without an entry for a model is not run on it.
 METHODS: dict[str, dict[str, Any]] = {
@@ -172,14 +172,28 @@ def _claims(config, rows) -> list[str]:
   return lines
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The study's rules beyond `config_checks.check_fields`, checked before any work.
+
+  Args:
+    config: a ``regularizers`` config.
+
+  Raises:
+    config_checks.ConfigError: naming the field and the allowed values.
+  """
+  config_checks.check_dataset(config)
+  config_checks.check_choice(config, "methods", sorted(METHODS))
+  config_checks.check_choice(config, "models", ["cnn", "mlp"])
+  missing = [m for m in config.models if m not in config.epochs]
+  if missing:
+    raise config_checks.ConfigError(
+        f"config.epochs has no epoch count for the models {missing}; give "
+        f"config.epochs.<model> for each of config.models = {config.models}.")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Tunes the dense rate, runs every (model, method, seed), writes the table and the plot."""
-  for method in config.methods:
-    if method not in METHODS:
-      raise ValueError(f"config.methods: {method!r} is not one of {sorted(METHODS)}.")
-  for model in config.models:
-    if model not in ("mlp", "cnn"):
-      raise ValueError(f"config.models: {model!r} is not one of ['cnn', 'mlp'].")
+  check_config(config)
   reporting.start_workdir(config, workdir)
   data = datasets.load_splits(config)
   start = time.perf_counter()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -11,18 +13,78 @@ import ml_collections
 import numpy as np
 
 from dropjax import io
+from dropjax.data import idx, uci
+from dropjax.data.paths import resolve_data_dir
 
 # Fields that change how a run executes but not its numbers (MC samples are keyed by their
-# index, training segments by their epoch), so a resumed run may change them.
-EXECUTION_FIELDS = ("mc_chunk_size", "segment_epochs")
+# index, training segments by their epoch; the data is compared by content, in data.json),
+# so a resumed run may change them.
+EXECUTION_FIELDS = ("mc_chunk_size", "segment_epochs", "data_dir")
+
+
+def data_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
+  """What data ``config`` reads: its data dir and the SHA-256 of every file used.
+
+  Args:
+    config: a study config; its ``dataset`` (a UCI name, ``"mnist"`` or ``"digits"``)
+      and ``data_dir`` say what is read.
+
+  Returns:
+    ``{"data_dir": ..., "files": {name: sha256}}``; None for studies without a dataset
+    (synthetic data is a function of the config).
+  """
+  dataset = config.get("dataset")
+  data_dir = config.get("data_dir") or None
+  if dataset == "digits":
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    digest = hashlib.sha256(np.ascontiguousarray(digits.data).tobytes()
+                            + np.ascontiguousarray(digits.target).tobytes()).hexdigest()
+    return {"data_dir": "(embedded in scikit-learn)", "files": {"sklearn/digits": digest}}
+  if dataset == "mnist":
+    files = idx.idx_sha256("mnist", data_dir)
+  elif dataset in uci.UCI_DATASETS or dataset in uci.ALIASES:
+    name = uci.canonical_name(dataset)
+    files = {f"uci/{name}/{rel}": digest
+             for rel, digest in uci.uci_file_sha256(name, data_dir).items()}
+  else:
+    return None
+  return {"data_dir": os.path.abspath(resolve_data_dir(data_dir, dataset)), "files": files}
+
+
+def _check_same_data(workdir: str, previous: Mapping[str, Any], current: Mapping[str, Any]):
+  old, new = previous.get("files", {}), current["files"]
+  differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  if differ:
+    shown = "; ".join(f"{k}: SHA-256 {str(old.get(k, 'absent'))[:12]} then, "
+                      f"{str(new.get(k, 'absent'))[:12]} now" for k in differ[:5])
+    more = f" and {len(differ) - 5} more" if len(differ) > 5 else ""
+    raise ValueError(
+        f"{workdir} holds a run on other data: it was started on the data in "
+        f"{previous.get('data_dir')} (recorded in {os.path.join(workdir, 'data.json')}), this "
+        f"run reads {current['data_dir']}, and {len(differ)} files differ ({shown}{more}). "
+        "Resuming would mix results of both. Point DROPJAX_DATA_DIR / --config.data_dir at "
+        "the original data, or use a new --workdir (or delete the old one)."
+    )
 
 
 def start_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Creates ``workdir`` and records the config; refuses to resume under a different config.
+  """Creates ``workdir`` and records the config and the data; refuses to resume otherwise.
 
-  Only the `EXECUTION_FIELDS` may differ from the recorded config; the new values are kept.
+  ``config.json`` records the config: only the `EXECUTION_FIELDS` may differ from it (the
+  new values are kept). ``data.json`` records the data read (`data_fingerprint`): the
+  SHA-256 of every file must match, wherever the data dir now is. A workdir recorded
+  before ``data.json`` existed is accepted, and its data recorded from now on.
+
+  Args:
+    config: the study config.
+    workdir: the study's folder.
+
+  Raises:
+    ValueError: the workdir holds a run with another config or on other data (naming
+      the fields, or both data dirs and the differing files).
   """
-  os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
   current = json.loads(config.to_json_best_effort(sort_keys=True))
   if os.path.exists(path):
@@ -35,7 +97,79 @@ def start_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
           f"{workdir} holds a run with a different config (fields {changed}); resuming would "
           "mix results. Use a new --workdir or delete the old one."
       )
+  data = data_fingerprint(config)
+  data_path = os.path.join(workdir, "data.json")
+  previous_data = load_json(data_path)
+  if data is not None and previous_data is not None:
+    _check_same_data(workdir, previous_data, data)
+  os.makedirs(workdir, exist_ok=True)
   io.write_json_atomic(path, current)
+  if data is not None:
+    io.write_json_atomic(data_path, data)
+
+
+class NonFiniteMetricError(ValueError):
+  """A study reported a NaN or infinite metric."""
+
+
+# Published or reference numbers sit beside ours; a NaN there means "not published".
+_NOT_COMPUTED = ("published", "reference", "paper")
+# Keys that say which row (split, model, ...) a list item is.
+_ROW_KEYS = ("split", "dataset", "model", "method", "variant", "function", "score", "n", "seed",
+             "angle", "rate", "k")
+
+
+def non_finite_metrics(metrics: Any, path: str = "metrics") -> list[tuple[str, float]]:
+  """``(where, value)`` of every NaN or infinite number in a study's returned metrics.
+
+  Args:
+    metrics: nested dicts, lists and numbers (what ``train_and_evaluate`` returns).
+    path: the name of the root, for the locations.
+
+  Returns:
+    E.g. ``[("metrics.rows[1] (split=1).log_likelihood", nan)]``; fields named
+    ``published*``, ``reference*`` or ``paper*`` (numbers from papers) are skipped.
+  """
+  if isinstance(metrics, np.ndarray):
+    metrics = metrics.tolist()
+  if isinstance(metrics, Mapping):
+    found = []
+    for key, value in metrics.items():
+      if not str(key).startswith(_NOT_COMPUTED):
+        found += non_finite_metrics(value, f"{path}.{key}")
+    return found
+  if isinstance(metrics, list | tuple):
+    found = []
+    for i, item in enumerate(metrics):
+      label = ""
+      if isinstance(item, Mapping):
+        ids = [f"{k}={item[k]}" for k in _ROW_KEYS if k in item]
+        label = f" ({', '.join(ids)})" if ids else ""
+      found += non_finite_metrics(item, f"{path}[{i}]{label}")
+    return found
+  if isinstance(metrics, float | np.floating) and not math.isfinite(metrics):
+    return [(path, float(metrics))]
+  return []
+
+
+def check_finite_metrics(metrics: Any, study: str = "the study") -> None:
+  """Refuses a study result holding NaN or infinity, naming each metric and its split.
+
+  Args:
+    metrics: what the study's ``train_and_evaluate`` returned.
+    study: the study's name, for the message.
+
+  Raises:
+    NonFiniteMetricError: listing where (``metrics.rows[1] (split=1).log_likelihood``).
+  """
+  found = non_finite_metrics(metrics)
+  if found:
+    shown = "; ".join(f"{where} = {value}" for where, value in found[:10])
+    more = f" (and {len(found) - 10} more)" if len(found) > 10 else ""
+    raise NonFiniteMetricError(
+        f"{study} reported {len(found)} non-finite metrics: {shown}{more}. A diverged "
+        "training run or bad data; the results in the workdir are not to be trusted."
+    )
 
 
 def mean_se(values) -> list[float]:

@@ -1,7 +1,8 @@
 """The UCI regression table: grid search per split, then retrain and test, all vmapped.
 
-Workdir layout, per dataset: ``<workdir>/<dataset>/`` holds ``config.json``, a checkpoint
-per phase (``validation.npz``, ``final.npz``, written after every segment of epochs;
+Workdir layout, per dataset: ``<workdir>/<dataset>/`` holds ``config.json`` and
+``data.json`` (the SHA-256 of every data file: a resume on other data is refused), a
+checkpoint per phase (``validation.npz``, ``final.npz``, written after every segment of epochs;
 ``validation_test.npz``, ``final_test.npz``, the test pass so far),
 ``validation.json`` (every split x grid point), ``results.json`` and ``splits.csv`` (per
 split, with the reference implementation's numbers beside ours). A killed run resumes from
@@ -25,7 +26,7 @@ from absl import logging
 from dropjax import io, regression
 from dropjax.checkpoint import load_checkpoint, save_checkpoint
 from dropjax.data import uci
-from experiments import reporting
+from experiments import config_checks, reporting
 
 PHASES = {"validation": 0, "final": 1}
 
@@ -225,6 +226,26 @@ def _train_and_test(
       "train_seconds": train_seconds,
       "test_seconds": test_seconds,
   }
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The UCI studies' rules beyond `config_checks.check_fields`, checked before any work.
+
+  Args:
+    config: a ``uci`` or ``uci_concrete`` config.
+
+  Raises:
+    config_checks.ConfigError: naming the field and the allowed values.
+  """
+  try:
+    uci.canonical_name(config.dataset)
+  except ValueError as e:
+    raise config_checks.ConfigError(f"config.dataset: {e}") from None
+  if config.mc_samples % config.mc_chunk_size:
+    divisors = [d for d in range(1, min(config.mc_samples, 100) + 1) if config.mc_samples % d == 0]
+    raise config_checks.ConfigError(
+        f"config.mc_chunk_size = {config.mc_chunk_size} must divide config.mc_samples = "
+        f"{config.mc_samples} (the test streams whole chunks of samples); e.g. {divisors}.")
 
 
 def open_dataset_workdir(config: ml_collections.ConfigDict, workdir: str):

@@ -6,8 +6,8 @@ split, trained on the whole training split, all splits as one vmapped program; t
 same 10,000-sample test as the grid search. When the grid-search run of the same dataset
 is in ``config.grid_workdir``, each split's learned rates sit beside the chosen p.
 
-Workdir per dataset: ``config.json``, ``train.npz`` (segment checkpoints), ``results.json``
-and ``splits.csv``.
+Workdir per dataset: ``config.json``, ``data.json``, ``train.npz`` (segment checkpoints),
+``results.json`` and ``splits.csv``.
 """
 
 from __future__ import annotations
@@ -23,8 +23,25 @@ from absl import logging
 
 from dropjax import io, regression
 from dropjax.data import uci
-from experiments import reporting
+from experiments import config_checks, reporting
+from experiments import uci as uci_study
 from experiments.uci import map_models_resumably, open_dataset_workdir, train_in_segments
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """The UCI rules (`experiments.uci.check_config`); the initial rate must be in (0, 1).
+
+  Args:
+    config: a ``uci_concrete`` config.
+
+  Raises:
+    config_checks.ConfigError: naming the field and the allowed values.
+  """
+  uci_study.check_config(config)
+  if not 0 < config.init_rate < 1:
+    raise config_checks.ConfigError(
+        f"config.init_rate = {config.init_rate}: a learned rate starts in (0, 1) (its logit "
+        "is trained).")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

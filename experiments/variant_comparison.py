@@ -21,7 +21,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from dropjax import io, layers, metrics
+from dropjax import io, layers, metrics, variants
 from dropjax.data import Split, SplitDataset
 from dropjax.mc import mc_predict, module_forward
 from dropjax.models import MLP, ConvNet, SequenceClassifier
@@ -51,7 +51,8 @@ def _evaluate_model(config, model, test: Split, mc_key: jax.Array) -> dict[str, 
   """Deterministic and MC-dropout test metrics of a trained model."""
   test_x = jnp.asarray(test.images)
   det = metrics.summary(predict_probabilities(model, test_x), test.labels, config.ece_bins)
-  forward = module_forward(model)
+  # The no-dropout baseline is its own MC mean: MC metrics equal deterministic ones there.
+  forward = module_forward(model, require_stochastic=False)
   mc_probs = jax.jit(
       lambda k, x: mc_predict(forward, k, x, config.mc_samples, chunk_size=config.mc_chunk_size)
   )(mc_key, test_x)
@@ -66,8 +67,10 @@ def scaled_rates(config: ml_collections.ConfigDict, variant: str,
 
 
 def is_tuned(variant: str) -> bool:
-  """Fixed-rate variants are tuned; no dropout has no rate and concrete learns its own."""
-  return variant not in ("none", "concrete")
+  """Fixed-rate variants are tuned; no dropout has no rate and concrete learns its own
+  (the registry's ``op`` and ``learns_rate``)."""
+  entry = variants.get(variant)
+  return entry.op is not None and not entry.learns_rate
 
 
 def run_variant(config: ml_collections.ConfigDict, variant: str, data,
@@ -77,21 +80,20 @@ def run_variant(config: ml_collections.ConfigDict, variant: str, data,
   conv_rate, dense_rate = scaled_rates(config, variant, scale)
   root = jax.random.key(config.seed)
   init_key, train_key, mc_key = (jax.random.fold_in(root, i) for i in range(3))
+  n_train = data.train.images.shape[0]
   # The same init key for every variant and rate: where shapes agree the initial weights
-  # agree.
+  # agree. The penalty coefficients only act on concrete dropout's layers.
   model = ConvNet(
       data.train.images.shape[-1], data.num_classes, spatial_size=data.train.images.shape[1],
       variant=variant, conv_rate=conv_rate, dense_rate=dense_rate,
       channels=tuple(config.channels), dense_features=config.dense_features,
-      block_size=config.block_size, rngs=nnx.Rngs(params=init_key, dropout=0),
+      block_size=config.block_size, weight_regularizer=config.concrete_length_scale**2 / n_train,
+      dropout_regularizer=1.0 / n_train, rngs=nnx.Rngs(params=init_key, dropout=0),
   )
-  n_train = data.train.images.shape[0]
   tic = time.perf_counter()
   history = fit_classifier(
       model, data.train, key=train_key, epochs=config.epochs, batch_size=config.batch_size,
       learning_rate=config.learning_rate, weight_decay=config.weight_decay,
-      weight_regularizer=config.concrete_length_scale**2 / n_train,
-      dropout_regularizer=1.0 / n_train,
       progress=lambda s: logging.log_every_n_seconds(
           logging.INFO, "%s x%g: epoch %d/%d loss %.4f, ETA %.0fs", 10, variant, scale,
           s["epoch"], s["epochs"], s["loss"], s["eta_seconds"]),

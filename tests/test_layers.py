@@ -7,53 +7,63 @@ import pytest
 from flax import nnx
 
 import dropjax
-from dropjax import layers
+from dropjax import layers, variants
 
 KEY = jax.random.key(5)
+RATE = 0.3
 
-# layer factory, op with the same settings, input shape
-CASES = {
-    "dropout": (lambda r: layers.Dropout(0.3, broadcast_dims=(1,), rngs=r),
-                lambda k, x: dropjax.dropout(k, x, 0.3, broadcast_dims=(1,)), (4, 5, 6)),
-    "spatial": (lambda r: layers.SpatialDropout(0.3, rngs=r),
-                lambda k, x: dropjax.spatial_dropout(k, x, 0.3), (2, 5, 5, 4)),
-    "dropblock": (lambda r: layers.DropBlock(0.2, block_size=3, rngs=r),
-                  lambda k, x: dropjax.dropblock(k, x, 0.2, block_size=3), (2, 8, 8, 4)),
-    "gaussian": (lambda r: layers.GaussianDropout(0.3, rngs=r),
-                 lambda k, x: dropjax.gaussian_dropout(k, x, 0.3), (4, 6)),
-    "alpha": (lambda r: layers.AlphaDropout(0.3, rngs=r),
-              lambda k, x: dropjax.alpha_dropout(k, x, 0.3), (4, 6)),
-    "drop_path": (lambda r: layers.DropPath(0.3, rngs=r),
-                  lambda k, x: dropjax.drop_path(k, x, 0.3), (8, 6)),
-    "concrete": (lambda r: layers.ConcreteDropout(init_rate=0.3, rngs=r),
-                 lambda k, x: dropjax.concrete_dropout(k, x, jax.nn.sigmoid(
-                     jnp.float32(np.log(0.3) - np.log(0.7)))), (4, 6)),
-}
+
+def _layer_cases():
+  """``{id: (variant, example)}``: every layer example of every variant in the registry
+  (`dropjax.variants`), so a new variant's layer is covered here."""
+  cases = {}
+  for variant in variants.REGISTRY.values():
+    for example in variant.layer_examples:
+      cases[variant.name + (f"_{example.name}" if example.name else "")] = (variant, example)
+  return cases
+
+
+CASES = _layer_cases()
+
+
+def _make(name, rngs):
+  variant, example = CASES[name]
+  kwargs = example.kwargs if example.layer_kwargs is None else example.layer_kwargs
+  return variant.build_layer(RATE, rngs=rngs, **kwargs)
+
+
+def _x(name):
+  return jax.random.normal(jax.random.key(1), CASES[name][1].shape) + 2.0
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_layer_equals_op_for_the_same_key(name):
-  make, op, shape = CASES[name]
-  layer = make(nnx.Rngs(0))
-  x = jax.random.normal(jax.random.key(1), shape) + 2.0
-  np.testing.assert_allclose(layer(x, rngs=KEY), op(KEY, x), rtol=1e-6)
+  variant, example = CASES[name]
+  layer = _make(name, nnx.Rngs(0))
+  assert isinstance(layer, variant.layer)
+  x = _x(name)
+  y = layer(x, rngs=KEY)
+  # Same mask; the last ulp may differ where XLA fuses differently (the LSTM's scan).
+  np.testing.assert_allclose(y, variant.layer_reference(layer, KEY, x, example), rtol=1e-5,
+                             atol=1e-6)
+  assert not np.array_equal(y, layer(x, rngs=jax.random.key(6)))  # the key matters
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_train_eval_and_mc_switches(name):
-  make, _, shape = CASES[name]
-  layer = make(nnx.Rngs(0))
-  x = jax.random.normal(jax.random.key(1), shape) + 2.0
+  layer = _make(name, nnx.Rngs(0))
+  x = _x(name)
+  inference = layer(x, deterministic=True)
   first, second = layer(x), layer(x)
   assert not np.array_equal(first, second)  # the stream advances between calls
   layer.eval()
-  np.testing.assert_array_equal(layer(x), x)
+  np.testing.assert_array_equal(layer(x), inference)
   layers.set_mc(layer)
   assert layer.deterministic and layer.mc
-  assert not np.array_equal(layer(x), x)  # MC mode samples at inference
-  np.testing.assert_array_equal(layer(x, deterministic=True), x)  # explicit call wins
+  assert not np.array_equal(layer(x), inference)  # MC mode samples at inference
+  np.testing.assert_array_equal(layer(x, deterministic=True), inference)  # explicit call wins
   layers.set_mc(layer, False)
-  np.testing.assert_array_equal(layer(x), x)
+  np.testing.assert_array_equal(layer(x), inference)
 
 
 def test_mc_mode_keeps_batchnorm_in_inference_mode():

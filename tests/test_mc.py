@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 import dropjax
@@ -54,11 +55,14 @@ def test_module_forward_keeps_the_original_model_untouched_and_eval_otherwise():
   x = jnp.ones((3, 6))
   probs = mc_predict(forward, jax.random.key(0), x, 8)
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
-  # Without dropout layers the MC mean is the deterministic prediction.
+  # Without dropout layers the MC mean is the deterministic prediction, when asked for.
   plain = MLP(6, [16], 2, variant="none", rngs=nnx.Rngs(0))
   plain.eval()
-  np.testing.assert_allclose(mc_predict(module_forward(plain), jax.random.key(0), x, 4),
+  forward = module_forward(plain, require_stochastic=False)
+  np.testing.assert_allclose(mc_predict(forward, jax.random.key(0), x, 4),
                              jax.nn.softmax(plain(x)), rtol=1e-6)
+  with pytest.raises(ValueError, match="MLP has no dropout layer that samples"):
+    module_forward(plain)
 
 
 def _flops(fn, *args):

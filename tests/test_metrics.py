@@ -120,22 +120,23 @@ def test_detection_metrics_match_sklearn_with_ties(seed):
   rng = np.random.default_rng(seed)
   positives = rng.integers(0, 2, 700).astype(bool)
   scores = np.round(rng.normal(size=700) + positives, 1)  # rounding makes ties
-  np.testing.assert_allclose(metrics.auroc(scores, positives), roc_auc_score(positives, scores),
-                             rtol=1e-6)
-  np.testing.assert_allclose(metrics.average_precision(scores, positives),
+  np.testing.assert_allclose(metrics.auroc(scores=scores, positives=positives),
+                             roc_auc_score(positives, scores), rtol=1e-6)
+  np.testing.assert_allclose(metrics.average_precision(scores=scores, positives=positives),
                              average_precision_score(positives, scores), rtol=1e-5)
   fpr, tpr, _ = roc_curve(positives, scores)
-  np.testing.assert_allclose(metrics.fpr_at_tpr(scores, positives, 0.95),
+  np.testing.assert_allclose(metrics.fpr_at_tpr(scores=scores, positives=positives, tpr=0.95),
                              fpr[np.argmax(tpr >= 0.95)], rtol=1e-6)
 
 
 def test_detection_hand_cases():
   positives = np.array([0, 0, 1, 1], bool)
-  assert float(metrics.auroc(np.array([0.1, 0.2, 0.8, 0.9]), positives)) == 1.0
-  assert float(metrics.auroc(np.array([0.9, 0.8, 0.2, 0.1]), positives)) == 0.0
-  assert float(metrics.auroc(np.ones(4), positives)) == 0.5
-  assert float(metrics.average_precision(np.array([0.1, 0.2, 0.8, 0.9]), positives)) == 1.0
-  assert float(metrics.fpr_at_tpr(np.array([0.1, 0.2, 0.8, 0.9]), positives)) == 0.0
+  rising = np.array([0.1, 0.2, 0.8, 0.9])
+  assert float(metrics.auroc(scores=rising, positives=positives)) == 1.0
+  assert float(metrics.auroc(scores=rising[::-1], positives=positives)) == 0.0
+  assert float(metrics.auroc(scores=np.ones(4), positives=positives)) == 0.5
+  assert float(metrics.average_precision(scores=rising, positives=positives)) == 1.0
+  assert float(metrics.fpr_at_tpr(scores=rising, positives=positives)) == 0.0
 
 
 def test_accuracy_rejection_curve():
@@ -176,3 +177,59 @@ def test_summary_collects_the_four_headline_metrics():
       "brier": float(metrics.brier_score(probs, labels)),
       "ece": float(metrics.expected_calibration_error(probs, labels, 15)),
   }
+
+
+# Input checks (issue #18). The refusals themselves are rows of test_bad_inputs.py
+# (bad_inputs_metrics.py); these tests pin what must still be accepted.
+
+
+def test_probability_rows_are_accepted_within_a_dtype_aware_tolerance():
+  probs, labels = random_predictions(11, n=50)
+  off = probs.copy()
+  off[:, 0] += 5e-3  # rows sum to 1.005
+  with pytest.raises(ValueError, match="Did you pass logits"):
+    metrics.accuracy(off, labels)
+  # 16-bit rows round to ~4e-3 per row: 1e-2 is allowed there.
+  metrics.accuracy(jax.numpy.asarray(off, jax.numpy.bfloat16), labels)
+  metrics.accuracy(jax.numpy.asarray(probs, jax.numpy.float16), labels)
+  # Softmax of huge logits (exact 0 and 1 entries), one-hot integer rows, tiny negatives.
+  metrics.negative_log_likelihood(jax.nn.softmax(100 * np.asarray(probs)), labels)
+  metrics.brier_score(np.eye(5, dtype=np.int32)[labels], labels)
+  metrics.accuracy(np.array([[1.0 + 1e-7, -1e-7]], np.float32), np.array([0]))
+
+
+def test_values_are_unchecked_when_traced_and_shapes_are_checked():
+  probs, labels = random_predictions(12, n=20)
+  bad = labels.copy()
+  bad[0] = -1
+  with pytest.raises(ValueError, match="labels"):
+    metrics.accuracy(probs, bad)
+  # Traced values cannot be inspected: they pass through and the trace is not broken.
+  jax.jit(metrics.accuracy)(probs, bad)
+  jax.jit(metrics.negative_log_likelihood)(np.log(probs), labels)
+  jax.vmap(metrics.expected_calibration_error, in_axes=(0, 0, None))(
+      np.stack([probs, probs]), np.stack([labels, labels]), 15)
+  scores = np.linspace(0, 1, 20)
+  jax.jit(metrics.auroc)(scores=scores, positives=scores)
+  with pytest.raises(ValueError, match=r"\(20,\)"):
+    jax.jit(metrics.brier_score)(probs, labels[:, None])
+
+
+def test_positives_may_be_bool_int_or_float_zero_one():
+  rng = np.random.default_rng(13)
+  positives = rng.integers(0, 2, 200).astype(bool)
+  scores = rng.normal(size=200) + positives
+  values = {float(metrics.auroc(scores=scores, positives=positives.astype(t)))
+            for t in (bool, np.int32, np.float64)}
+  assert len(values) == 1
+
+
+def test_detection_arguments_are_keyword_only():
+  import inspect
+
+  for fn in (metrics.auroc, metrics.average_precision, metrics.fpr_at_tpr):
+    parameters = inspect.signature(fn).parameters
+    assert list(parameters)[:2] == ["scores", "positives"]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in parameters.values())
+    with pytest.raises(TypeError, match="keyword arguments only"):
+      fn(np.ones(4), np.array([0, 1, 0, 1]))

@@ -32,13 +32,14 @@ def test_one_training_step_of_each_model_with_each_variant(variant):
   batch = data.train.images[:16], data.train.labels[:16]
   for model in (
       ConvNet(1, 10, spatial_size=8, variant=variant, channels=(8, 8), dense_features=16,
+              weight_regularizer=1e-4, dropout_regularizer=1e-3,
               rngs=nnx.Rngs(params=0, dropout=1)),
-      MLP(64, [32, 32], 10, variant=variant, rngs=nnx.Rngs(params=0, dropout=1)),
+      MLP(64, [32, 32], 10, variant=variant, weight_regularizer=1e-4, dropout_regularizer=1e-3,
+          rngs=nnx.Rngs(params=0, dropout=1)),
   ):
     before = jax.tree.map(jnp.copy, nnx.state(model, nnx.Param))
     history = fit_classifier(model, type(data.train)(*batch), key=jax.random.key(0), epochs=1,
-                             batch_size=16, learning_rate=1e-2, weight_regularizer=1e-4,
-                             dropout_regularizer=1e-3)
+                             batch_size=16, learning_rate=1e-2)
     assert np.isfinite(history["loss"][0]) and history["steps"] == 1
     after = nnx.state(model, nnx.Param)
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), before, after)
@@ -46,12 +47,15 @@ def test_one_training_step_of_each_model_with_each_variant(variant):
 
 
 def test_concrete_variant_penalty_enters_the_loss():
-  model = MLP(64, [32], 10, variant="concrete", rngs=nnx.Rngs(params=0, dropout=1))
+  make = lambda c: MLP(64, [32], 10, variant="concrete", weight_regularizer=c,
+                       dropout_regularizer=c, rngs=nnx.Rngs(params=0, dropout=1))
   x, y = jnp.ones((4, 64)), jnp.zeros(4, jnp.int32)
-  model.eval()
-  plain = classification_loss(model, x, y, 0.0, 0.0)
-  penalised = classification_loss(model, x, y, 1e-2, 1e-2)
-  expected = model.regularization(1e-2, 1e-2)
+  plain_model, penalised_model = make(0.0), make(1e-2)
+  plain_model.eval()
+  penalised_model.eval()
+  plain = classification_loss(plain_model, x, y)
+  penalised = classification_loss(penalised_model, x, y)
+  expected = penalised_model.penalty()
   np.testing.assert_allclose(penalised - plain, expected, rtol=1e-5)
 
 

@@ -1,4 +1,4 @@
-"""The contract every dropout op honours, parameterised over all of them."""
+"""The contract every dropout op honours, over every op example of `dropjax.variants`."""
 
 import functools
 
@@ -8,30 +8,24 @@ import numpy as np
 import pytest
 
 import dropjax
+from dropjax import variants
 
 
-def _variant(fn, shape, **kwargs):
-  return functools.partial(fn, **kwargs), shape
+def _op_cases():
+  """``{id: (op(key, x, rate, *, deterministic), shape, example)}`` from the registry: every
+  op example of every variant (`dropjax.variants`), so a new variant is covered here."""
+  cases = {}
+  for variant in variants.REGISTRY.values():
+    for example in variant.op_examples:
+      name = variant.name + (f"_{example.name}" if example.name else "")
+      op = functools.partial(example.op or variant.op, **example.kwargs)
+      cases[name] = (op, tuple(example.shape), example)
+  return cases
 
 
+CASES = _op_cases()
 # name -> (op(key, x, rate, *, deterministic), input shape)
-VARIANTS = {
-    "dropout": _variant(dropjax.dropout, (8, 6)),
-    "dropout_broadcast": _variant(dropjax.dropout, (4, 5, 6), broadcast_dims=(1,)),
-    "dropout_classic": _variant(dropjax.dropout, (8, 6), inverted=False),
-    "dropout_bits8": _variant(dropjax.dropout, (8, 6), bits=8),
-    "dropout_bits32": _variant(dropjax.dropout, (8, 6), bits=32),
-    "spatial_dropout": _variant(dropjax.spatial_dropout, (2, 5, 5, 3)),
-    "variational_dropout": _variant(dropjax.variational_dropout, (3, 7, 4)),
-    "drop_path": _variant(dropjax.drop_path, (6, 4, 3)),
-    "dropconnect": _variant(dropjax.dropconnect, (5, 7)),
-    "dropblock": _variant(dropjax.dropblock, (2, 8, 8, 3), block_size=3),
-    "dropblock_nchw": _variant(dropjax.dropblock, (2, 3, 8, 8), block_size=3, data_format="NCHW"),
-    "gaussian_dropout": _variant(dropjax.gaussian_dropout, (8, 6)),
-    "alpha_dropout": _variant(dropjax.alpha_dropout, (8, 6)),
-    "concrete_dropout": _variant(dropjax.concrete_dropout, (8, 6)),
-    "spatial_concrete_dropout": _variant(dropjax.spatial_concrete_dropout, (2, 4, 4, 3)),
-}
+VARIANTS = {name: case[:2] for name, case in CASES.items()}
 NAMES = sorted(VARIANTS)
 KEY = jax.random.key(42)
 
@@ -82,7 +76,8 @@ def test_deterministic_returns_inference_output(name):
   op, shape = VARIANTS[name]
   x = _input(shape)
   y = op(KEY, x, 0.25, deterministic=True)
-  expected = x * 0.75 if name == "dropout_classic" else x
+  inference = CASES[name][2].inference
+  expected = x if inference is None else inference(x, 0.25)
   np.testing.assert_allclose(y, expected, rtol=1e-6)
 
 

@@ -272,3 +272,13 @@ def test_alpha_dropout_keeps_zero_mean_unit_variance(rate):
   a = (q + dropped_value**2 * q * (1 - q)) ** -0.5
   constant = a * dropped_value - a * (1 - q) * dropped_value
   assert_rate(float(np.mean(np.isclose(y, constant, rtol=0, atol=1e-6))), 1 - q, N)
+
+
+def test_dropblock_default_draws_one_mask_per_channel_as_in_the_paper():
+  y = dropjax.dropblock(KEY, jnp.ones((4, 12, 12, 8)), 0.3, block_size=3)
+  dropped = y == 0
+  # Per-channel masks: some position is dropped in one channel and kept in another.
+  assert bool(jnp.any(dropped.any(-1) & ~dropped.all(-1)))
+  shared = dropjax.dropblock(KEY, jnp.ones((4, 12, 12, 8)), 0.3, block_size=3,
+                             shared_across_channels=True) == 0
+  assert bool(jnp.all(shared.all(-1) == shared.any(-1)))

@@ -1,12 +1,15 @@
 """Checkpoint/resume, early stopping, vmapped hyper-parameters, sequence and attention models."""
 
+import os
+import stat
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
-from dropjax import checkpoint, layers
+from dropjax import checkpoint, io, layers
 from dropjax.data import load_digits
 from dropjax.models import MLP, SequenceClassifier, TransformerClassifier
 from dropjax.train import ensemble_member, fit_classifier, fit_ensemble, predict_probabilities
@@ -49,6 +52,32 @@ def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path):
     np.testing.assert_array_equal(a, b)
   assert resumed_history["loss"] == history["loss"]
   assert resumed_history["val_nll"] == history["val_nll"]
+
+
+def test_a_concrete_run_resumes_under_its_own_settings_only(tmp_path):
+  small = type(DATA.train)(DATA.train.images[:64], DATA.train.labels[:64])
+  make = lambda weight_regularizer=1e-4: MLP(
+      64, [16], 10, variant="concrete", weight_regularizer=weight_regularizer,
+      dropout_regularizer=1e-3, rngs=nnx.Rngs(params=0, dropout=1))
+  kwargs = dict(key=jax.random.key(5), epochs=2, batch_size=32, learning_rate=1e-3)
+  straight = make()
+  fit_classifier(straight, small, **kwargs)
+  path = str(tmp_path / "ckpt.npz")
+
+  def kill_after_one(stats):
+    raise Killed
+
+  with pytest.raises(Killed):
+    fit_classifier(make(), small, checkpoint_path=path, progress=kill_after_one, **kwargs)
+  meta = checkpoint.read_checkpoint_metadata(path)
+  assert meta["settings"]["learning_rate"] == 1e-3 and meta["settings"]["epochs"] == 2
+  assert meta["penalty"] != 0  # the concrete penalty (negative here: its entropy term)
+  with pytest.raises(checkpoint.CheckpointMismatchError, match="penalty coefficients"):
+    fit_classifier(make(1e-3), small, checkpoint_path=path, **kwargs)
+  resumed = make()
+  fit_classifier(resumed, small, checkpoint_path=path, **kwargs)
+  for a, b in zip(_params(straight), _params(resumed), strict=True):
+    np.testing.assert_array_equal(a, b)
 
 
 def test_early_stopping_restores_the_best_epoch():
@@ -134,6 +163,39 @@ def test_checkpoint_roundtrip_with_typed_keys_and_shape_check(tmp_path):
     checkpoint.load_checkpoint(path, {"t": {"w": jnp.zeros((3, 3)), "key": tree["key"]}})
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_result_files_and_checkpoints_get_the_umask_permissions(tmp_path, umask, mode):
+  old = os.umask(umask)
+  try:
+    io.write_json_atomic(tmp_path / "r.json", {"a": 1})
+    checkpoint.save_checkpoint(str(tmp_path / "c.npz"), {"t": {"w": jnp.ones(2)}}, {})
+  finally:
+    os.umask(old)
+  assert stat.S_IMODE(os.stat(tmp_path / "r.json").st_mode) == mode
+  assert stat.S_IMODE(os.stat(tmp_path / "c.npz").st_mode) == mode
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz", "r.json"]  # no temp left
+
+
+def test_checkpoints_and_results_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
+  events = []
+  fsync, replace = os.fsync, os.replace
+  monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), fsync(fd))[1])
+  monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), replace(a, b))[1])
+  checkpoint.save_checkpoint(str(tmp_path / "c.npz"), {"t": {"w": jnp.ones(2)}}, {"epoch": 1})
+  assert events[:2] == ["fsync", "replace"]
+  events.clear()
+  io.write_text_atomic(tmp_path / "r.txt", "x")
+  assert events[:2] == ["fsync", "replace"]
+  assert checkpoint.read_checkpoint_metadata(str(tmp_path / "c.npz")) == {"epoch": 1}
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path):
+  io.write_text_atomic(tmp_path / "r.txt", "old")
+  with pytest.raises(TypeError):
+    io.write_text_atomic(tmp_path / "r.txt", 3)
+  assert (tmp_path / "r.txt").read_text() == "old" and len(list(tmp_path.iterdir())) == 1
+
+
 def test_l2_penalty_counts_kernels_only():
   from dropjax.train import classification_loss, kernel_l2
 
@@ -141,8 +203,7 @@ def test_l2_penalty_counts_kernels_only():
   expected = sum(float(jnp.sum(d.kernel[...] ** 2)) for d in model.denses)
   np.testing.assert_allclose(kernel_l2(model), expected, rtol=1e-6)
   x, y = jnp.asarray(DATA.test.images[:8]), jnp.asarray(DATA.test.labels[:8])
-  diff = classification_loss(model, x, y, 0.0, 0.0, l2=0.5) - classification_loss(
-      model, x, y, 0.0, 0.0)
+  diff = classification_loss(model, x, y, l2=0.5) - classification_loss(model, x, y)
   np.testing.assert_allclose(diff, 0.5 * expected, rtol=1e-5)
 
 

@@ -11,7 +11,7 @@ from scipy.special import logsumexp
 from scipy.stats import norm
 
 from dropjax import regression
-from dropjax.data import uci
+from dropjax.data import uci, uci_sha256
 from experiments import uci as uci_experiment
 from experiments import uci_concrete
 from experiments.configs import uci as uci_config
@@ -164,6 +164,9 @@ def test_quick_run_end_to_end_selects_the_argmax_and_resumes(data_dir, tmp_path,
     assert (row["rate"], row["tau"]) == grid[best]
     assert {"reference_mc_rmse", "reference_rate"} <= set(row)
   assert os.path.getsize(os.path.join(folder, "splits.csv")) > 0
+  # The workdir records the data it ran on: the published files' checksums.
+  data = json.load(open(os.path.join(folder, "data.json")))
+  assert data["files"]["uci/yacht/data/data.txt"] == uci_sha256.recorded("yacht")["data/data.txt"]
   # Killed after the grid search: the final phase reruns from scratch and matches.
   os.remove(os.path.join(folder, "results.json"))
   os.remove(os.path.join(folder, "final.npz"))

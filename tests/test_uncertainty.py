@@ -64,3 +64,27 @@ def test_regression_predictive_moments_and_rmse():
   np.testing.assert_allclose(var, samples.var(0) + 0.25, rtol=1e-5)
   np.testing.assert_allclose(uncertainty.mc_rmse(samples, targets),
                              np.sqrt(np.mean((samples.mean(0) - targets) ** 2)), rtol=1e-5)
+
+
+def test_sample_probs_are_checked_when_concrete_only():
+  import jax
+
+  p = sample_probs(3)
+  with pytest.raises(ValueError, match=r"\(S, N, C\)"):
+    uncertainty.predictive_entropy(p[0])  # one set of probabilities: needs p[0][None]
+  np.testing.assert_allclose(uncertainty.predictive_entropy(p[0][None]),
+                             uncertainty.expected_entropy(p[0][None]), rtol=1e-6)
+  with pytest.raises(ValueError, match="Did you pass logits"):
+    uncertainty.classification_summary(np.log(p))
+  # Traced (here vmapped over runs): values unchecked, the trace unharmed.
+  jax.vmap(uncertainty.mutual_information)(np.stack([np.log(p), p]))
+
+
+def test_regression_inputs_are_checked():
+  samples, targets = np.zeros((5, 3)), np.zeros(3)
+  with pytest.raises(ValueError, match="tau"):
+    uncertainty.regression_predictive(samples, -1.0)
+  with pytest.raises(ValueError, match=r"samples.*\(T, N\)"):
+    uncertainty.mc_rmse(targets, targets)
+  with pytest.raises(ValueError, match="finite"):
+    uncertainty.gaussian_mixture_log_likelihood(samples + np.nan, targets, 1.0)

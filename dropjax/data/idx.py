@@ -15,7 +15,12 @@ from typing import NamedTuple
 import numpy as np
 
 from dropjax.data.digits import Split
-from dropjax.data.paths import DataNotFoundError, resolve_data_dir
+from dropjax.data.paths import (
+    ChecksumError,
+    DataNotFoundError,
+    describe_data_dir,
+    resolve_data_dir,
+)
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -42,10 +47,6 @@ MNIST = IdxFiles(
     ),
 )
 IDX_DATASETS = {"mnist": MNIST}
-
-
-class ChecksumError(ValueError):
-  """A data file's content does not match its expected checksum."""
 
 
 def read_idx_bytes(folder: str, name: str, how_to_get: str) -> tuple[bytes, str]:
@@ -95,6 +96,39 @@ def read_idx(folder: str, name: str, md5: str | None, how_to_get: str) -> np.nda
   return parse_idx(raw, path)
 
 
+def _dataset_folder(name: str, data_dir: str | None) -> str:
+  folder = os.path.join(resolve_data_dir(data_dir, name), name)
+  if not os.path.isdir(folder):
+    raise DataNotFoundError(
+        f"{name}: looked for the folder {os.path.abspath(folder)}: not found; "
+        f"{describe_data_dir(data_dir)}. {IDX_DATASETS[name].how_to_get}"
+    )
+  return folder
+
+
+def idx_sha256(name: str = "mnist", data_dir: str | None = None) -> dict[str, str]:
+  """SHA-256 of the decompressed content of each file of an idx dataset (the run's data
+  fingerprint: gzip bytes differ between copies of the same data).
+
+  Args:
+    name: a key of `IDX_DATASETS`.
+    data_dir: the data root holding ``<name>/``; default ``$DROPJAX_DATA_DIR``.
+
+  Returns:
+    ``{"<name>/<file>": hex digest}`` for the four files.
+  """
+  if name not in IDX_DATASETS:
+    raise ValueError(f"Unknown idx dataset {name!r}; allowed: {sorted(IDX_DATASETS)}.")
+  files = IDX_DATASETS[name]
+  folder = _dataset_folder(name, data_dir)
+  out = {}
+  for field in ("train_images", "train_labels", "test_images", "test_labels"):
+    file = getattr(files, field)[0]
+    raw, _ = read_idx_bytes(folder, file, files.how_to_get)
+    out[f"{name}/{file}"] = hashlib.sha256(raw).hexdigest()
+  return out
+
+
 def load_idx_dataset(name: str = "mnist", data_dir: str | None = None) -> dict[str, Split]:
   """Train and test splits of an idx image dataset as NHWC float32 in [0, 1].
 
@@ -108,7 +142,7 @@ def load_idx_dataset(name: str = "mnist", data_dir: str | None = None) -> dict[s
   if name not in IDX_DATASETS:
     raise ValueError(f"Unknown idx dataset {name!r}; allowed: {sorted(IDX_DATASETS)}.")
   files = IDX_DATASETS[name]
-  folder = os.path.join(resolve_data_dir(data_dir, name), name)
+  folder = _dataset_folder(name, data_dir)
   out = {}
   for split in ("train", "test"):
     images = read_idx(folder, *getattr(files, f"{split}_images"), files.how_to_get)

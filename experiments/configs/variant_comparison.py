@@ -22,10 +22,12 @@ against (MNIST, ImageNet) live with the studies that reproduce them.
 
 import ml_collections
 
-VARIANTS = (
-    "none", "dropout", "spatial", "dropblock", "gaussian", "alpha", "dropconnect", "concrete",
-    "drop_path",
-)
+from dropjax import variants as variants_lib
+
+# Every variant of the registry that plugs into the models (`dropjax.variants`), in its
+# order, when this module was imported; `get_config` reads the registry again, so a variant
+# registered (with dense and conv rates) before it is called joins the comparison.
+VARIANTS = variants_lib.model_variants()
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -39,18 +41,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data_dir = ""
   config.validation_size = 5000
   config.train_size = 0
-  config.variants = VARIANTS
+  names = variants_lib.model_variants()
+  config.variants = names
   # Rate per position, the centre of each variant's tuning grid: before the convolutions
   # of stages 2+ (for drop_path: the last block's rate, linear in depth) and before each
-  # dense layer. Concrete dropout starts here and learns its own.
-  config.conv_rate = ml_collections.ConfigDict({
-      "none": 0.0, "dropout": 0.1, "spatial": 0.1, "dropblock": 0.1, "gaussian": 0.1,
-      "alpha": 0.05, "dropconnect": 0.0, "concrete": 0.1, "drop_path": 0.2,
-  })
-  config.dense_rate = ml_collections.ConfigDict({
-      "none": 0.0, "dropout": 0.5, "spatial": 0.5, "dropblock": 0.5, "gaussian": 0.5,
-      "alpha": 0.1, "dropconnect": 0.5, "concrete": 0.1, "drop_path": 0.0,
-  })
+  # dense layer. Concrete dropout starts here and learns its own. The registry's defaults:
+  # none 0/0, dropout, spatial, dropblock and gaussian 0.1/0.5, alpha 0.05/0.1,
+  # dropconnect 0/0.5, concrete 0.1/0.1, drop_path 0.2/0 (conv/dense).
+  config.conv_rate = ml_collections.ConfigDict(
+      {name: variants_lib.get(name).conv_rate for name in names})
+  config.dense_rate = ml_collections.ConfigDict(
+      {name: variants_lib.get(name).dense_rate for name in names})
   config.channels = (32, 64)
   config.dense_features = 128
   config.block_size = 3
