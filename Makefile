@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make demo   # the main job: every dropout variant on the embedded digits (~10 min on 2 CPUs)
+#   make demo   # the main job: every dropout variant, 5 seeds, on the embedded digits (~13 min on 2 CPUs)
 #   make test   # the test suite (what CI runs)
 # Each creates .venv from this project's own files on first use.
 

@@ -1,9 +1,15 @@
 """The variant comparison: one architecture and budget, every dropout variant at its tuned rate.
 
-Each fixed-rate variant trains at ``config.tune_scales`` x its configured rates; the run
-with the lowest validation ``config.tune_metric`` is reported on the test split.
+Each fixed-rate variant trains at ``config.tune_scales`` x its configured rates on seed 0,
+and the lowest validation ``config.tune_metric`` picks its scale. Every variant then trains
+with ``config.num_seeds`` seeds at that scale (seed 0 is the tuning run). The report gives
+mean ± standard error over seeds of every metric and the differences from no dropout and
+from standard dropout, paired by seed: seed i of every variant starts from the same weights
+and sees the same batches, so its difference cancels that noise. A difference is marked as
+decided when it exceeds 2 standard errors.
+
 Resumable: each run's result is written atomically to
-``workdir/variants/NAME@SCALE.json`` when it finishes, and a restarted study loads
+``workdir/variants/NAME@SCALE-seedI.json`` when it finishes, and a restarted study loads
 finished runs instead of retraining them (each run is a deterministic function of the
 config, so the numbers are the same).
 """
@@ -28,36 +34,48 @@ from dropjax.models import MLP, ConvNet, SequenceClassifier
 from dropjax.train import ensemble_member, fit_classifier, fit_ensemble, predict_probabilities
 from experiments import datasets, reporting
 
-COLUMNS = (
-    ("variant", "variant", "s"),
-    ("scale", "tuned x", "g"),
-    ("conv_rate", "conv rate", ".3f"),
-    ("dense_rate", "dense rate", ".3f"),
-    ("validation_score", "val score", ".4f"),
-    ("accuracy_det", "acc (det)", ".4f"),
-    ("accuracy_mc", "acc (MC)", ".4f"),
-    ("nll_det", "NLL (det)", ".4f"),
-    ("nll_mc", "NLL (MC)", ".4f"),
-    ("ece_det", "ECE (det)", ".4f"),
-    ("ece_mc", "ECE (MC)", ".4f"),
-    ("brier_det", "Brier (det)", ".4f"),
-    ("brier_mc", "Brier (MC)", ".4f"),
-    ("step_ms", "ms/step", ".2f"),
-    ("overhead", "time vs none", ".2f"),
-)
+# The metrics reported with mean ± s.e.; lower is better except accuracy.
+METRICS = ("accuracy_det", "accuracy_mc", "nll_det", "nll_mc", "ece_det", "ece_mc",
+           "brier_det", "brier_mc")
+HEADERS = {"accuracy": "acc", "nll": "NLL", "ece": "ECE", "brier": "Brier"}
+# The paired comparisons: every variant against each of these.
+BASELINES = ("none", "dropout")
+PAIRED_METRICS = ("accuracy_mc", "nll_mc", "ece_mc", "brier_mc", "accuracy_det", "nll_det")
 
 
-def _evaluate_model(config, model, test: Split, mc_key: jax.Array) -> dict[str, float]:
-  """Deterministic and MC-dropout test metrics of a trained model."""
-  test_x = jnp.asarray(test.images)
-  det = metrics.summary(predict_probabilities(model, test_x), test.labels, config.ece_bins)
+def _header(metric: str) -> str:
+  name, mode = metric.rsplit("_", 1)
+  return f"{HEADERS[name]} ({'MC' if mode == 'mc' else 'det'})"
+
+
+def _evaluate_splits(config, model, splits: dict[str, Split],
+                     mc_key: jax.Array) -> dict[str, dict[str, float]]:
+  """Deterministic and MC-dropout metrics of a trained model on each split.
+
+  The splits are scored as one batch (one compilation of each predictor; MC sample i uses
+  ``fold_in(mc_key, i)`` for every image), then the metrics are taken split by split.
+  """
+  images = jnp.concatenate([jnp.asarray(s.images) for s in splits.values()])
+  det_probs = predict_probabilities(model, images)
   # The no-dropout baseline is its own MC mean: MC metrics equal deterministic ones there.
   forward = module_forward(model, require_stochastic=False)
   mc_probs = jax.jit(
       lambda k, x: mc_predict(forward, k, x, config.mc_samples, chunk_size=config.mc_chunk_size)
-  )(mc_key, test_x)
-  mc = metrics.summary(mc_probs, test.labels, config.ece_bins)
-  return {**{f"{k}_det": v for k, v in det.items()}, **{f"{k}_mc": v for k, v in mc.items()}}
+  )(mc_key, images)
+  out, start = {}, 0
+  for name, split in splits.items():
+    end = start + len(split.labels)
+    det = metrics.summary(det_probs[start:end], split.labels, config.ece_bins)
+    mc = metrics.summary(mc_probs[start:end], split.labels, config.ece_bins)
+    out[name] = {**{f"{k}_det": v for k, v in det.items()},
+                 **{f"{k}_mc": v for k, v in mc.items()}}
+    start = end
+  return out
+
+
+def _evaluate_model(config, model, test: Split, mc_key: jax.Array) -> dict[str, float]:
+  """Deterministic and MC-dropout test metrics of a trained model."""
+  return _evaluate_splits(config, model, {"test": test}, mc_key)["test"]
 
 
 def scaled_rates(config: ml_collections.ConfigDict, variant: str,
@@ -73,13 +91,19 @@ def is_tuned(variant: str) -> bool:
   return entry.op is not None and not entry.learns_rate
 
 
+def run_key(config: ml_collections.ConfigDict, seed: int) -> jax.Array:
+  """Seed ``seed``'s root key: ``fold_in(key(config.seed), seed)``; its ``init``, ``train``
+  and ``mc`` streams do not depend on the variant, so seed i pairs across variants."""
+  return jax.random.fold_in(jax.random.key(config.seed), seed)
+
+
 def run_variant(config: ml_collections.ConfigDict, variant: str, data,
-                scale: float = 1.0) -> dict[str, Any]:
-  """Trains one variant at its config rates times ``scale`` on the training split and
-  scores it on the validation and test splits; a pure function of the config."""
+                scale: float = 1.0, seed: int = 0) -> dict[str, Any]:
+  """Trains one variant at its config rates times ``scale`` with seed ``seed`` and scores
+  it on the validation and test splits; a pure function of the config and the seed."""
+  start = time.perf_counter()
   conv_rate, dense_rate = scaled_rates(config, variant, scale)
-  root = jax.random.key(config.seed)
-  init_key, train_key, mc_key = (jax.random.fold_in(root, i) for i in range(3))
+  init_key, train_key, mc_key = (jax.random.fold_in(run_key(config, seed), i) for i in range(3))
   n_train = data.train.images.shape[0]
   # The same init key for every variant and rate: where shapes agree the initial weights
   # agree. The penalty coefficients only act on concrete dropout's layers.
@@ -95,18 +119,21 @@ def run_variant(config: ml_collections.ConfigDict, variant: str, data,
       model, data.train, key=train_key, epochs=config.epochs, batch_size=config.batch_size,
       learning_rate=config.learning_rate, weight_decay=config.weight_decay,
       progress=lambda s: logging.log_every_n_seconds(
-          logging.INFO, "%s x%g: epoch %d/%d loss %.4f, ETA %.0fs", 10, variant, scale,
-          s["epoch"], s["epochs"], s["loss"], s["eta_seconds"]),
+          logging.INFO, "%s x%g seed %d: epoch %d/%d loss %.4f, ETA %.0fs", 10, variant, scale,
+          seed, s["epoch"], s["epochs"], s["loss"], s["eta_seconds"]),
   )
   train_seconds = time.perf_counter() - tic
-  scores = _evaluate_model(config, model, data.test, mc_key)
-  validation = _evaluate_model(config, model, data.validation, jax.random.fold_in(mc_key, 1))
+  # Only seed 0 tunes, so only seed 0 is scored on the validation split.
+  splits = {"test": data.test, **({"validation": data.validation} if seed == 0 else {})}
+  scored = _evaluate_splits(config, model, splits, mc_key)
+  scores, validation = scored["test"], scored.get("validation", {})
   # Steady-state step time: the first epoch includes compilation.
   steady = history["epoch_seconds"][1:] or history["epoch_seconds"]
   steps_per_epoch = history["steps"] / config.epochs
   result = {
       "variant": variant,
       "scale": scale,
+      "seed": seed,
       "conv_rate": conv_rate,
       "dense_rate": dense_rate,
       **scores,
@@ -114,6 +141,7 @@ def run_variant(config: ml_collections.ConfigDict, variant: str, data,
       "final_train_loss": history["loss"][-1],
       "train_seconds": train_seconds,
       "step_ms": 1e3 * float(np.median(steady)) / steps_per_epoch,
+      "seconds": time.perf_counter() - start,
   }
   learned = [float(m.rate) for _, m in nnx.iter_modules(model)
              if isinstance(m, layers.ConcreteDropout)]
@@ -122,36 +150,109 @@ def run_variant(config: ml_collections.ConfigDict, variant: str, data,
   return result
 
 
+def _cached_run(config, variant: str, data, workdir: str, scale: float,
+                seed: int) -> dict[str, Any]:
+  path = os.path.join(workdir, "variants", f"{variant}@{scale:g}-seed{seed}.json")
+  result = reporting.load_json(path)
+  if result is None:
+    result = run_variant(config, variant, data, scale, seed)
+    io.write_json_atomic(path, result)
+    logging.info("%s x%g seed %d: validation %s %s, test acc %.4f / %.4f (det / MC), %.1fs",
+                 variant, scale, seed, config.tune_metric,
+                 result.get(f"validation_{config.tune_metric}", "-"), result["accuracy_det"],
+                 result["accuracy_mc"], result["train_seconds"])
+  return result
+
+
 def tune_variant(config: ml_collections.ConfigDict, variant: str, data,
                  workdir: str) -> dict[str, Any]:
-  """Trains ``variant`` at every rate scale of ``config.tune_scales`` and returns the run
-  with the best validation ``config.tune_metric`` (the first on ties), its test metrics
-  and every candidate's validation score.
-
-  Each candidate is stored in ``workdir/variants/<variant>@<scale>.json`` as it finishes,
-  so a restarted study retrains only the missing ones.
-  """
+  """Trains ``variant`` with seed 0 at every rate scale of ``config.tune_scales`` and
+  returns the run with the best validation ``config.tune_metric`` (the first on ties),
+  with every candidate's validation score. Tuning uses one seed, the test split none."""
   scales = tuple(config.tune_scales) if is_tuned(variant) else (1.0,)
-  candidates = []
-  for scale in scales:
-    path = os.path.join(workdir, "variants", f"{variant}@{scale:g}.json")
-    candidate = reporting.load_json(path)
-    if candidate is None:
-      candidate = run_variant(config, variant, data, scale)
-      io.write_json_atomic(path, candidate)
-      logging.info("%s x%g: validation %s %.4f, test acc %.4f / %.4f (det / MC), %.1fs",
-                   variant, scale, config.tune_metric,
-                   candidate[f"validation_{config.tune_metric}"], candidate["accuracy_det"],
-                   candidate["accuracy_mc"], candidate["train_seconds"])
-    candidates.append(candidate)
+  candidates = [_cached_run(config, variant, data, workdir, scale, 0) for scale in scales]
   scores = [c[f"validation_{config.tune_metric}"] for c in candidates]
   best = dict(candidates[int(np.argmin(scores))])  # argmin: the first on ties
   best["validation_score"] = best[f"validation_{config.tune_metric}"]
   best["candidates"] = [{"scale": c["scale"], "conv_rate": c["conv_rate"],
                          "dense_rate": c["dense_rate"], "validation_score": score,
-                         "train_seconds": c["train_seconds"]}
+                         "train_seconds": c["train_seconds"], "seconds": c["seconds"]}
                         for c, score in zip(candidates, scores, strict=True)]
   return best
+
+
+def evaluate_variant(config: ml_collections.ConfigDict, variant: str, data,
+                     workdir: str) -> dict[str, Any]:
+  """Tunes ``variant`` on seed 0, trains seeds ``1 .. num_seeds - 1`` at the chosen scale,
+  and returns the row: per metric the mean, its standard error and every seed's value."""
+  tuned = tune_variant(config, variant, data, workdir)
+  runs = [tuned] + [_cached_run(config, variant, data, workdir, tuned["scale"], seed)
+                    for seed in range(1, config.num_seeds)]
+  row = {k: tuned[k] for k in ("variant", "scale", "conv_rate", "dense_rate",
+                               "validation_score", "candidates")}
+  for metric in (*METRICS, "step_ms"):
+    values = [r[metric] for r in runs]
+    row[metric], row[f"{metric}_se"] = reporting.seed_statistics(values)
+    row[f"{metric}_seeds"] = values
+  row["train_seconds"] = sum(r["train_seconds"] for r in runs) + sum(
+      c["train_seconds"] for c in tuned["candidates"] if c["scale"] != tuned["scale"])
+  row["seconds"] = sum(r["seconds"] for r in runs) + sum(
+      c["seconds"] for c in tuned["candidates"] if c["scale"] != tuned["scale"])
+  if "learned_rates" in tuned:
+    row["learned_rates"] = [r["learned_rates"] for r in runs]
+  return row
+
+
+def paired_comparisons(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Every variant against each baseline of `BASELINES` present: the per-seed difference
+  of each metric of `PAIRED_METRICS`, its mean, standard error and whether it exceeds 2 s.e."""
+  by_name = {r["variant"]: r for r in rows}
+  out = []
+  for baseline in BASELINES:
+    if baseline not in by_name:
+      continue
+    for row in rows:
+      # Each pair once: none vs dropout is listed against none only.
+      if row["variant"] == baseline or row["variant"] in BASELINES[:BASELINES.index(baseline)]:
+        continue
+      diff = {"variant": row["variant"], "baseline": baseline}
+      for metric in PAIRED_METRICS:
+        mean, se = reporting.paired_difference(row[f"{metric}_seeds"],
+                                               by_name[baseline][f"{metric}_seeds"])
+        diff[metric], diff[f"{metric}_se"] = mean, se
+        diff[f"{metric}_decided"] = reporting.exceeds_two_se(mean, se)
+      out.append(diff)
+  return out
+
+
+def _better(metric: str, difference: float) -> bool:
+  return difference > 0 if metric.startswith("accuracy") else difference < 0
+
+
+def findings(paired: list[dict[str, Any]]) -> list[str]:
+  """One line per variant and baseline with the differences beyond 2 s.e., and the
+  variants for which none is."""
+  lines = []
+  for baseline in BASELINES:
+    rows = [p for p in paired if p["baseline"] == baseline]
+    undecided = []
+    for p in rows:
+      decided = [m for m in PAIRED_METRICS if p[f"{m}_decided"]]
+      if not decided:
+        undecided.append(p["variant"])
+        continue
+      parts = []
+      for verdict in ("better", "worse"):
+        these = [m for m in decided if (verdict == "better") == _better(m, p[m])]
+        if these:
+          parts.append(f"{verdict} on " + ", ".join(
+              f"{_header(m)} ({p[m]:+.4f} ± {p[f'{m}_se']:.4f}, "
+              f"{abs(p[m]) / p[f'{m}_se']:.1f} s.e.)" for m in these))
+      lines.append(f"- `{p['variant']}` vs `{baseline}`: " + "; ".join(parts) + ".")
+    if undecided:
+      lines.append(f"- Against `{baseline}`, no difference exceeds 2 s.e. for "
+                   + ", ".join(f"`{v}`" for v in undecided) + ".")
+  return lines
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> SplitDataset:
@@ -187,7 +288,10 @@ def rate_sweep(config, data) -> list[dict[str, Any]]:
           _features(data), list(hidden), data.num_classes, input_rate=rate * 0.4,
           hidden_rate=rate,
           rngs=rngs)
-      keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 7), len(rates))
+      # Member i is seed i % sweep_seeds: the same key for every rate of a seed (paired).
+      seed_keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 7),
+                                   config.sweep_seeds)
+      keys = jnp.tile(seed_keys, len(config.sweep_rates))
       batch = min(config.batch_size, len(train.labels))
       # Equal budget in steps: fewer examples, more epochs.
       epochs = max(1, round(config.epochs / fraction))
@@ -202,63 +306,88 @@ def rate_sweep(config, data) -> list[dict[str, Any]]:
   return rows
 
 
-def _mean_over_seeds(rows, keys):
+def summarise_seeds(rows: list[dict[str, Any]], keys: tuple[str, ...],
+                    measures: tuple[str, ...], baseline: dict[str, Any] | None = None
+                    ) -> list[dict[str, Any]]:
+  """Groups per-seed rows by ``keys``: mean ± s.e. of each measure and, when ``baseline``
+  names the reference value of one key (``{"rate": 0.0}``), the difference from the
+  reference group of the same other keys, paired by seed, and whether it exceeds 2 s.e."""
   groups: dict[tuple, list] = {}
   for r in rows:
     groups.setdefault(tuple(r[k] for k in keys), []).append(r)
-  return [dict(zip(keys, group, strict=True)) | {
-      m: float(np.mean([r[m] for r in members])) for m in ("accuracy", "nll", "ece")}
-      for group, members in groups.items()]
+  out = []
+  for group, members in groups.items():
+    members = sorted(members, key=lambda r: r["seed"])
+    summary = dict(zip(keys, group, strict=True))
+    for m in measures:
+      summary[m], summary[f"{m}_se"] = reporting.seed_statistics([r[m] for r in members])
+    if baseline is not None:
+      ((field, value),) = baseline.items()
+      reference = tuple(value if k == field else g for k, g in zip(keys, group, strict=True))
+      if reference != group:
+        base = sorted(groups[reference], key=lambda r: r["seed"])
+        for m in measures:
+          mean, se = reporting.paired_difference([r[m] for r in members], [r[m] for r in base])
+          summary[f"d_{m}"], summary[f"d_{m}_se"] = mean, se
+          summary[f"d_{m}_decided"] = reporting.exceeds_two_se(mean, se)
+    out.append(summary)
+  return out
 
 
 def batchnorm_placements(config, data) -> list[dict[str, Any]]:
   rows = []
-  key = jax.random.key(config.seed)
-  for placement in (None, "after_dropout", "before_dropout"):
-    model = MLP(_features(data), list(config.batchnorm_hidden), data.num_classes, input_rate=0.2,
-                hidden_rate=0.5, batch_norm=placement,
-                rngs=nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=0))
-    fit_classifier(model, data.train, key=jax.random.fold_in(key, 1), epochs=config.epochs,
-                   batch_size=config.batch_size, learning_rate=config.learning_rate)
-    rows.append({"batch_norm": placement or "none",
-                 **_evaluate_model(config, model, data.test, jax.random.fold_in(key, 2))})
+  for seed in range(config.num_seeds):
+    key = run_key(config, seed)
+    for placement in (None, "after_dropout", "before_dropout"):
+      model = MLP(_features(data), list(config.batchnorm_hidden), data.num_classes,
+                  input_rate=0.2, hidden_rate=0.5, batch_norm=placement,
+                  rngs=nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=0))
+      fit_classifier(model, data.train, key=jax.random.fold_in(key, 1), epochs=config.epochs,
+                     batch_size=config.batch_size, learning_rate=config.learning_rate)
+      rows.append({"batch_norm": placement or "none", "seed": seed,
+                   **_evaluate_model(config, model, data.test, jax.random.fold_in(key, 2))})
   return rows
 
 
 def lstm_modes(config, data) -> list[dict[str, Any]]:
   rows = []
-  key = jax.random.key(config.seed)
   rate = config.lstm_rate
-  for mode, rates in (("no dropout", (0.0, 0.0, 0.0)), ("naive (fresh mask per step)",
-                                                         (rate, rate, rate)),
-                      ("variational (mask shared over time)", (rate, rate, rate))):
-    model = SequenceClassifier(
-        data.train.images.shape[2], config.lstm_hidden, data.num_classes,
-        mode="naive" if "naive" in mode else
-        "variational", input_rate=rates[0], state_rate=rates[1], output_rate=rates[2],
-        rngs=nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=0))
-    fit_classifier(model, data.train, key=jax.random.fold_in(key, 1), epochs=config.epochs,
-                   batch_size=config.batch_size, learning_rate=config.learning_rate)
-    rows.append({"lstm": mode, "rate": rates[0],
-                 **_evaluate_model(config, model, data.test, jax.random.fold_in(key, 2))})
+  for seed in range(config.num_seeds):
+    key = run_key(config, seed)
+    for mode, rates in (("no dropout", (0.0, 0.0, 0.0)),
+                        ("naive (fresh mask per step)", (rate, rate, rate)),
+                        ("variational (mask shared over time)", (rate, rate, rate))):
+      model = SequenceClassifier(
+          data.train.images.shape[2], config.lstm_hidden, data.num_classes,
+          mode="naive" if "naive" in mode else "variational", input_rate=rates[0],
+          state_rate=rates[1], output_rate=rates[2],
+          rngs=nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=0))
+      fit_classifier(model, data.train, key=jax.random.fold_in(key, 1), epochs=config.epochs,
+                     batch_size=config.batch_size, learning_rate=config.learning_rate)
+      rows.append({"lstm": mode, "rate": rates[0], "seed": seed,
+                   **_evaluate_model(config, model, data.test, jax.random.fold_in(key, 2))})
   return rows
 
 
-def _plot(rows, path):
+def _plot(paired, path):
   plt = reporting.pyplot()
-  names = [r["variant"] for r in rows]
-  x = np.arange(len(names))
-  fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-  for ax, metric, title in zip(axes, ("accuracy", "nll", "ece"),
-                               ("test accuracy", "test NLL", "test ECE (15 bins)"), strict=True):
-    ax.bar(x - 0.2, [r[f"{metric}_det"] for r in rows], 0.4, label="deterministic")
-    ax.bar(x + 0.2, [r[f"{metric}_mc"] for r in rows], 0.4, label="MC dropout")
-    ax.set_xticks(x, names, rotation=45, ha="right")
-    ax.set_title(title)
-    if metric == "accuracy":
-      low = min(min(r["accuracy_det"], r["accuracy_mc"]) for r in rows)
-      ax.set_ylim(max(0.0, low - 0.05), 1.0)
-  axes[0].legend()
+  shown = ("accuracy_mc", "nll_mc", "ece_mc")
+  fig, axes = plt.subplots(len(BASELINES), len(shown), figsize=(15, 4 * len(BASELINES)),
+                           squeeze=False)
+  for row_axes, baseline in zip(axes, BASELINES, strict=True):
+    rows = [p for p in paired if p["baseline"] == baseline]
+    names = [p["variant"] for p in rows]
+    y = np.arange(len(names))
+    for ax, metric in zip(row_axes, shown, strict=True):
+      means = np.asarray([p[metric] for p in rows])
+      errors = 2 * np.asarray([p[f"{metric}_se"] for p in rows])
+      colors = ["tab:green" if p[f"{metric}_decided"] and _better(metric, p[metric]) else
+                "tab:red" if p[f"{metric}_decided"] else "tab:gray" for p in rows]
+      for yi, mean, error, color in zip(y, means, errors, colors, strict=True):
+        ax.errorbar(mean, yi, xerr=error, fmt="o", color=color, capsize=3)
+      ax.axvline(0.0, color="k", lw=1)
+      ax.set_yticks(y, names)
+      ax.set_title(f"{_header(metric)}: variant - {baseline} (± 2 s.e.)")
   reporting.save_figure(fig, path)
 
 
@@ -273,6 +402,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if not config.tune_scales or any(s <= 0 for s in config.tune_scales):
     raise ValueError("config.tune_scales must be a non-empty tuple of positive rate "
                      f"multipliers; got {tuple(config.tune_scales)}.")
+  for name in ("num_seeds", "sweep_seeds"):
+    if not isinstance(config[name], int) or config[name] < 2:
+      raise ValueError(f"config.{name} must be an integer >= 2 (a standard error needs two "
+                       f"seeds); got {config[name]!r}.")
   for variant in filter(is_tuned, config.variants):
     for scale in config.tune_scales:
       rates = scaled_rates(config, variant, scale)
@@ -282,60 +415,129 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             f"{rates}; every tuned rate must lie in [0, 1).")
 
 
+def _timed(compute) -> dict[str, Any]:
+  tic = time.perf_counter()
+  rows = compute()
+  return {"rows": rows, "seconds": time.perf_counter() - tic}
+
+
+def _mean_se_cells(rows, measures, spec=".4f"):
+  """Rows with ``"m ± se"`` strings for the table, and a ``*`` on decided differences."""
+  out = []
+  for r in rows:
+    cells = dict(r)
+    for m in measures:
+      cells[m] = reporting.format_mean_se(r[m], r[f"{m}_se"], spec)
+      if f"d_{m}" in r:
+        mark = "*" if r[f"d_{m}_decided"] else ""
+        cells[f"d_{m}"] = reporting.format_mean_se(r[f"d_{m}"], r[f"d_{m}_se"], "+" + spec) + mark
+    out.append(cells)
+  return out
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs every variant of ``config.variants`` (resuming finished ones) and writes the report."""
+  """Runs every variant of ``config.variants`` (resuming finished runs) and writes the report."""
   check_config(config)
   data = load_dataset(config)
   reporting.start_workdir(config, workdir)
   start = time.perf_counter()
-  rows = [tune_variant(config, variant, data, workdir) for variant in config.variants]
+  rows = [evaluate_variant(config, variant, data, workdir) for variant in config.variants]
   baseline = next((r["step_ms"] for r in rows if r["variant"] == "none"), None)
   for row in rows:
     row["overhead"] = row["step_ms"] / baseline if baseline else None
-  section = lambda name, compute: reporting.load_or_compute(
-      os.path.join(workdir, f"{name}.json"), compute)
+  paired = paired_comparisons(rows)
+  section_seconds = {}
+
+  def section(name, compute):
+    timed = reporting.load_or_compute(os.path.join(workdir, f"{name}.json"),
+                                      lambda: _timed(compute))
+    section_seconds[name] = timed["seconds"]
+    return timed["rows"]
+
   sweep = section("rate_sweep", lambda: rate_sweep(config, data))
-  sweep_mean = _mean_over_seeds(sweep, ("model", "train_examples", "rate"))
+  sweep_summary = summarise_seeds(sweep, ("model", "train_examples", "rate"),
+                                  ("accuracy", "nll", "ece"), baseline={"rate": 0.0})
   bn = section("batchnorm", lambda: batchnorm_placements(config, data))
+  bn_summary = summarise_seeds(bn, ("batch_norm",), METRICS, baseline={"batch_norm": "none"})
   lstm = section("lstm", lambda: lstm_modes(config, data))
+  lstm_summary = summarise_seeds(lstm, ("lstm",), METRICS, baseline={"lstm": "no dropout"})
   wall = time.perf_counter() - start
-  total_train = sum(c["train_seconds"] for r in rows for c in r["candidates"])
+  total_train = sum(r["train_seconds"] for r in rows)
+  total = sum(r["seconds"] for r in rows) + sum(section_seconds.values())
   scales = ", ".join(f"{s:g}" for s in config.tune_scales)
+  n = config.num_seeds
   header = (
       f"Variant comparison on {config.dataset} ({data.train.images.shape[0]} train / "
       f"{data.validation.images.shape[0]} validation / {data.test.images.shape[0]} test), "
-      f"{config.epochs} epochs, seed {config.seed}, MC with {config.mc_samples} samples. "
-      f"Each fixed-rate variant is trained at {scales} x its configured rates and the run "
-      f"with the lowest validation {config.tune_metric} is kept (`tuned x`, `val score`); "
-      "its test metrics are shown. Concrete dropout learns its rates (initial rates shown). "
-      f"Training all candidates took {total_train:.0f}s "
-      f"(this invocation, all sections: {wall:.0f}s).\n\n"
+      f"{config.epochs} epochs, {n} seeds (`--config.seed={config.seed}`), MC with "
+      f"{config.mc_samples} samples. Each fixed-rate variant is tuned on seed 0: it trains at "
+      f"{scales} x its configured rates and the lowest validation {config.tune_metric} picks "
+      "the scale (`tuned x`). Every variant then trains with each seed at that scale. "
+      "Concrete dropout learns its rates (initial rates shown). Test metrics are mean ± "
+      f"standard error over the {n} seeds. Computing every run and section took "
+      f"{total:.0f}s ({total / 60:.1f} min; training {total_train:.0f}s of it), on the CPU "
+      "named in the README.\n\n"
   )
-  table = reporting.markdown_table(rows, COLUMNS)
-  metric_columns = (("accuracy_det", "acc (det)", ".4f"), ("accuracy_mc", "acc (MC)", ".4f"),
-                    ("nll_det", "NLL (det)", ".4f"), ("nll_mc", "NLL (MC)", ".4f"),
-                    ("ece_det", "ECE (det)", ".4f"), ("ece_mc", "ECE (MC)", ".4f"))
+  table_rows = _mean_se_cells(rows, METRICS)
+  for cells, row in zip(table_rows, rows, strict=True):
+    cells["step_ms"] = reporting.format_mean_se(row["step_ms"], row["step_ms_se"], ".2f")
+  table = reporting.markdown_table(table_rows, (
+      ("variant", "variant", "s"), ("scale", "tuned x", "g"), ("conv_rate", "conv rate", ".3f"),
+      ("dense_rate", "dense rate", ".3f"), *((m, _header(m), "s") for m in METRICS),
+      ("step_ms", "ms/step", "s"), ("overhead", "time vs none", ".2f")))
+  paired_rows = []
+  for p in paired:
+    cells = {"variant": p["variant"], "baseline": p["baseline"]}
+    for m in PAIRED_METRICS:
+      mark = "*" if p[f"{m}_decided"] else ""
+      cells[m] = reporting.format_mean_se(p[m], p[f"{m}_se"], "+.4f") + mark
+    paired_rows.append(cells)
+  paired_table = reporting.markdown_table(paired_rows, (
+      ("variant", "variant", "s"), ("baseline", "minus", "s"),
+      *((m, f"Δ {_header(m)}", "s") for m in PAIRED_METRICS)))
+  found = findings(paired)
+  metric_columns = tuple((m, _header(m), "s") for m in ("accuracy_det", "accuracy_mc",
+                                                           "nll_det", "nll_mc", "ece_mc"))
+  delta_columns = (("d_accuracy_mc", "Δ acc (MC)", "s"), ("d_nll_mc", "Δ NLL (MC)", "s"))
   extra = (
-      "\n**When does dropout hurt?** MLPs on a tenth of the training set and on all of it, "
-      "about the same number of steps, test metrics (mean over seeds); input rate = 0.4 x hidden "
-      "rate.\n\n" + reporting.markdown_table(sweep_mean, (
+      f"\n**Paired differences** (variant minus baseline, per seed, mean ± s.e. over {n} "
+      "seeds; `*`: more than 2 s.e. from 0; lower is better except accuracy). With "
+      f"{n} seeds a difference with no true effect passes 2 s.e. with probability "
+      f"{reporting.chance_of_two_se(n):.2f} (Student's t, {n - 1} degrees of freedom), and "
+      f"the table makes {len(paired) * len(PAIRED_METRICS)} comparisons: read a single "
+      "mark near 2 s.e. as a lead to rerun with more seeds, not as a finding.\n\n"
+      + paired_table
+      + "\n**What the seeds decide** (generated from the table above):\n\n"
+      + "\n".join(found) + "\n"
+      + "\n**When does dropout hurt?** MLPs on a fraction of the training set and on all of "
+      "it, about the same number of steps, test metrics (mean ± s.e. over "
+      f"{config.sweep_seeds} seeds; Δ: minus rate 0 with the same seed, `*` beyond 2 s.e.); "
+      "input rate = 0.4 x hidden rate.\n\n"
+      + reporting.markdown_table(_mean_se_cells(sweep_summary, ("accuracy", "nll", "ece")), (
           ("model", "model", "s"), ("train_examples", "train examples", "d"),
-          ("rate", "hidden rate", ".1f"), ("accuracy", "accuracy", ".4f"),
-          ("nll", "NLL", ".4f"), ("ece", "ECE", ".4f")))
-      + "\n**Dropout and BatchNorm** (MLP, rates 0.2/0.5; `after_dropout`: dropout feeds "
-      "BatchNorm; `before_dropout`: dropout only after the last BatchNorm).\n\n"
-      + reporting.markdown_table(bn, (("batch_norm", "BatchNorm", "s"), *metric_columns))
-      + "\n**LSTM on the digits read row by row** (8 steps), variational vs naive dropout.\n\n"
-      + reporting.markdown_table(lstm, (("lstm", "dropout", "s"), ("rate", "rate", ".2f"),
-                                        *metric_columns))
+          ("rate", "hidden rate", ".1f"), ("accuracy", "accuracy", "s"),
+          ("nll", "NLL", "s"), ("ece", "ECE", "s"), ("d_accuracy", "Δ accuracy", "s"),
+          ("d_nll", "Δ NLL", "s")))
+      + f"\n**Dropout and BatchNorm** (MLP, rates 0.2/0.5, {n} seeds; `after_dropout`: "
+      "dropout feeds BatchNorm; `before_dropout`: dropout only after the last BatchNorm; Δ: "
+      "minus `none`).\n\n"
+      + reporting.markdown_table(_mean_se_cells(bn_summary, METRICS), (
+          ("batch_norm", "BatchNorm", "s"), *metric_columns, *delta_columns))
+      + f"\n**LSTM on the digits read row by row** (8 steps, {n} seeds), variational vs "
+      "naive dropout (Δ: minus no dropout).\n\n"
+      + reporting.markdown_table(_mean_se_cells(lstm_summary, METRICS), (
+          ("lstm", "dropout", "s"), *metric_columns, *delta_columns))
   )
   io.write_text_atomic(os.path.join(workdir, "results.md"), header + table + extra)
+  csv_keys = ("variant", "scale", "conv_rate", "dense_rate", "validation_score",
+              *(k for m in (*METRICS, "step_ms") for k in (m, f"{m}_se")), "overhead",
+              "train_seconds")
   io.write_csv_atomic(os.path.join(workdir, "results.csv"),
-                      [{k: r.get(k) for k, _, _ in COLUMNS} | {"train_seconds": r["train_seconds"]}
-                       for r in rows])
-  _plot(rows, os.path.join(workdir, "variant_comparison.png"))
+                      [{k: r.get(k) for k in csv_keys} for r in rows])
+  _plot(paired, os.path.join(workdir, "variant_comparison.png"))
   summary = {r["variant"]: {"accuracy_mc": r["accuracy_mc"], "ece_mc": r["ece_mc"]} for r in rows}
-  out = {"rows": rows, "summary": summary, "rate_sweep": sweep, "batchnorm": bn, "lstm": lstm,
+  out = {"rows": rows, "paired": paired, "findings": found, "summary": summary,
+         "rate_sweep": sweep, "batchnorm": bn, "lstm": lstm, "compute_seconds": total,
          "wall_seconds": wall}
   io.write_json_atomic(os.path.join(workdir, "metrics.json"), out)
   print(header + table + extra)

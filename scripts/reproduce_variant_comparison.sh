@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates results/variant_comparison.{md,csv,png} and the README table (~10 min, 2 CPUs).
+# Regenerates results/variant_comparison.{md,csv,png} and the README table (~13 min, 2 CPUs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
