@@ -129,3 +129,13 @@ def test_runs_on_mnist_from_the_data_dir(data_dir, tmp_path):
   assert [r["variant"] for r in out["rows"]] == ["none", "dropblock"]
   assert all(0 <= r["accuracy_mc"] <= 1 for r in out["rows"])
   assert {r["train_examples"] for r in out["rate_sweep"]} == {26, 256}
+
+
+@pytest.mark.parametrize("option", [None, "quick", "full", "mnist", "mnist_cpu"])
+def test_every_config_option_passes_the_checks(option):
+  from experiments import config_checks
+
+  config = config_lib.get_config(option)
+  config_checks.check_config(config)
+  variant_comparison.check_config(config)
+  assert config.num_seeds >= 2
