@@ -157,9 +157,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise config_checks.ConfigError(
         f"config.epochs = {config.epochs} must give one epoch count per entry of "
         f"config.sizes = {config.sizes}.")
-  if not 0 < config.init_rate < 1:
-    raise config_checks.ConfigError(
-        f"config.init_rate = {config.init_rate}: a learned rate starts in (0, 1).")
+  config_checks.check_initial_rate(config)
   if config.validation_size < 1:
     raise config_checks.ConfigError(
         f"config.validation_size = {config.validation_size}: the test set needs at least one "

@@ -77,9 +77,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     config_checks.ConfigError: naming the field and the allowed values.
   """
   config_checks.check_dataset(config)
-  if not 0 < config.init_rate < 1:
-    raise config_checks.ConfigError(
-        f"config.init_rate = {config.init_rate}: a learned rate starts in (0, 1).")
+  config_checks.check_initial_rate(config)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

@@ -152,6 +152,15 @@ def check_choice(config: ml_collections.ConfigDict, name: str, allowed: Sequence
     raise ConfigError(f"config.{name} = {value!r}: {bad[0]!r} is not one of {list(allowed)}.")
 
 
+def check_initial_rate(config: ml_collections.ConfigDict) -> None:
+  """``config.init_rate`` of a learned (Concrete) rate lies strictly in (0, 1): its logit
+  is what trains, and 0 or 1 have none."""
+  if not 0 < config.init_rate < 1:
+    raise ConfigError(
+        f"config.init_rate = {config.init_rate}: a learned rate starts in (0, 1) (its logit "
+        "is trained).")
+
+
 def check_dataset(config: ml_collections.ConfigDict) -> None:
   """``config.dataset`` is one of the classification datasets (`experiments.datasets`)."""
   from experiments.datasets import DATASETS

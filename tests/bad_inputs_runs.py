@@ -284,3 +284,8 @@ CASES = [
              {"clean": [{"method": "mc", "nll": np.float32(np.inf)}]}),
          reporting.NonFiniteMetricError, ["clean[0] (method=mc).nll", "inf"]),
 ]
+
+CASES += [
+    Case("runs-config-concrete-initial-rate-one", _config(concrete_dropout_config, init_rate=1.0),
+         config_checks.ConfigError, ["config.init_rate", "(0, 1)"]),
+]
