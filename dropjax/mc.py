@@ -6,6 +6,7 @@ how the samples are chunked.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -120,6 +121,80 @@ def mc_predict(
   probs = mc_sample(lambda k, x: jax.nn.softmax(forward(k, x)), key, x, num_samples,
                     chunk_size=chunk_size, devices=devices)
   return jnp.mean(probs, axis=0)
+
+
+def mc_running_means(
+    forward: Forward,
+    key: jax.Array,
+    x: Any,
+    num_samples: Sequence[int],
+    *,
+    chunk_size: int | None = None,
+) -> Any:
+  """The MC means of the first k samples, for every k of ``num_samples``, in one pass.
+
+  How many samples does a prediction need? This answers it for k up to thousands without
+  holding the samples: sample i is the same ``forward(fold_in(key, i), x)`` as in
+  `mc_sample`, and the samples are summed ``chunk_size`` at a time. Entry j equals
+  ``mc_sample(forward, key, x, max(num_samples))[:num_samples[j]].mean(0)`` up to float
+  summation order.
+
+  Args:
+    forward: a pure stochastic function ``(key, x) -> outputs`` (for class probabilities,
+      ``lambda k, x: jax.nn.softmax(module_forward(model)(k, x))``).
+    key: a PRNG key.
+    x: the inputs (any pytree), shared by every sample.
+    num_samples: the sample counts k, strictly increasing positive ints (static).
+    chunk_size: samples vmapped at once (bounds memory); None: one segment between two
+      counts at once.
+
+  Returns:
+    ``forward``'s outputs with a leading axis of size ``len(num_samples)``: the mean of
+    samples ``0 .. k - 1`` for each k.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, dropjax
+    >>> from dropjax.mc import mc_running_means
+    >>> f = lambda k, x: dropjax.dropout(k, x, 0.5)
+    >>> mc_running_means(f, jax.random.key(0), jnp.ones(3), (1, 10, 100), chunk_size=8).shape
+    (3, 3)
+  """
+  counts = tuple(num_samples)
+  if not counts:
+    raise ValueError("num_samples must hold at least one sample count; got ().")
+  for k in counts:
+    check_positive_int(k, "num_samples")
+  if any(b <= a for a, b in itertools.pairwise(counts)):
+    raise ValueError(f"num_samples must be strictly increasing; got {counts}.")
+  check_positive_int(chunk_size, "chunk_size", allow_none=True)
+  check_key(key)
+  if isinstance(forward, nnx.Module) or not callable(forward):
+    raise TypeError(f"`forward` must be a function (key, x) -> outputs; got "
+                    f"{type(forward).__name__}. For an NNX model use module_forward(model).")
+  shapes = jax.eval_shape(forward, key, x)
+  # Sums in at least float32 (bfloat16 outputs would lose the later samples).
+  total = jax.tree.map(
+      lambda s: jnp.zeros(s.shape, jnp.promote_types(s.dtype, jnp.float32)), shapes)
+  means, start = [], 0
+  for k in counts:
+    width = k - start if chunk_size is None else min(chunk_size, k - start)
+    steps = -(-(k - start) // width)
+
+    # Samples past k in the last chunk are computed and weighted 0: at most width - 1
+    # wasted passes per count, and sample i's key never depends on the chunking.
+    def chunk_sum(carry, step, start=start, k=k, width=width):
+      index = start + step * width + jnp.arange(width)
+      outs = jax.vmap(forward, in_axes=(0, None))(
+          jax.vmap(lambda i: jax.random.fold_in(key, i))(index), x)
+      weight = index < k
+      return jax.tree.map(
+          lambda c, o: c + jnp.tensordot(weight.astype(c.dtype), o.astype(c.dtype), axes=1),
+          carry, outs), None
+
+    total, _ = jax.lax.scan(chunk_sum, total, jnp.arange(steps))
+    means.append(jax.tree.map(lambda t, k=k: t / k, total))
+    start = k
+  return jax.tree.map(lambda *m: jnp.stack(m), *means)
 
 
 def module_forward(model: nnx.Module, *, require_stochastic: bool = True) -> Forward:

@@ -48,6 +48,34 @@ PUBLISHED_LABELS_TO_REACH = {
 # Deterministic acquisition: max entropy of the weight-scaling prediction, no MC samples.
 DETERMINISTIC = "deterministic_entropy"
 STREAMS = ("init", "data", "dropout", "mc", "subset", "score")
+# The layers of `KerasMnistCNN` whose kernels ``config.weight_decay_layers`` may name.
+DECAY_LAYERS = ("conv1", "conv2", "dense1", "dense2")
+
+
+def keras_glorot_uniform(key: jax.Array, shape: tuple[int, ...],
+                         dtype: Any = jnp.float32) -> jax.Array:
+  """Keras 0.3's ``glorot_uniform``: U(+-sqrt(6 / (fan_in + fan_out))), the authors' init.
+
+  Keras 0.3 took a convolution's fan-out as its number of filters alone, without the
+  receptive field (the vendored ``ConvNets/keras/initializations.py`` L6-9 of the
+  reference repository), so for an HWIO kernel fan_in = H * W * I and fan_out = O; for a
+  dense kernel these are its two dimensions, as in `jax.nn.initializers.glorot_uniform`.
+  """
+  fan_in, fan_out = int(np.prod(shape[:-1])), shape[-1]
+  limit = np.sqrt(6.0 / (fan_in + fan_out))
+  return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
+def decayed_sum_of_squares(model: nnx.Module, layers: tuple[str, ...]) -> jax.Array:
+  """The sum of squares of the kernels of ``layers`` (attributes of ``model``): Keras's
+  ``W_regularizer=l2(.)`` acts on the kernels it is attached to, never on biases."""
+  return sum((jnp.sum(getattr(model, name).kernel[...] ** 2) for name in layers),
+             jnp.zeros(()))
+
+
+# config.init: the kernels' initialiser.
+INITIALISERS = {"lecun_normal": nnx.initializers.lecun_normal(),
+                "keras_glorot_uniform": keras_glorot_uniform}
 
 
 def load_pool_and_test(config: ml_collections.ConfigDict) -> tuple[Split, Split]:
@@ -80,8 +108,9 @@ class Programs:
   def __init__(self, config: ml_collections.ConfigDict, pool: Split, test: Split):
     self.config = config
     spatial = pool.images.shape[1]
-    self.make = lambda rngs: KerasMnistCNN(10, spatial_size=spatial, conv_rate=config.conv_rate,
-                                           dense_rate=config.dense_rate, rngs=rngs)
+    self.make = lambda rngs: KerasMnistCNN(
+        10, spatial_size=spatial, conv_rate=config.conv_rate, dense_rate=config.dense_rate,
+        kernel_size=config.kernel_size, kernel_init=INITIALISERS[config.init], rngs=rngs)
     self.graphdef = nnx.graphdef(self.make(nnx.Rngs(params=0, dropout=0)))
     self.tx = optax.adam(config.learning_rate)
     self.pool_images = jnp.asarray(pool.images)
@@ -101,7 +130,8 @@ class Programs:
     _, params, rest = nnx.split(self.make(nnx.Rngs(params=keys[0], dropout=0)), nnx.Param, ...)
     opt_state = self.tx.init(params)
     steps_per_epoch = (num_labelled + batch - 1) // batch
-    # Keras's weight decay in the reference code: c / N on the dense kernels.
+    # Keras's weight decay in the reference code: c / N times the sum of squares of the
+    # kernels named in config.weight_decay_layers (there: the hidden dense layer's only).
     decay = config.weight_decay_c / num_labelled.astype(jnp.float32)
     slots = labelled.shape[0]
     padded = jnp.concatenate([labelled, jnp.zeros(batch, labelled.dtype)])
@@ -112,7 +142,7 @@ class Programs:
       reseed(model, step_key)
       logits = model(self.pool_images[idx])
       nll = optax.softmax_cross_entropy_with_integer_labels(logits, self.pool_labels[idx])
-      l2 = jnp.sum(model.dense1.kernel[...] ** 2) + jnp.sum(model.dense2.kernel[...] ** 2)
+      l2 = decayed_sum_of_squares(model, config.weight_decay_layers)
       return jnp.sum(weight * nll) / jnp.sum(weight) + decay * l2
 
     def step(t, carry):
@@ -193,6 +223,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   """
   config_checks.check_dataset(config)
   _function_names(config)
+  config_checks.check_choice(config, "init", tuple(INITIALISERS))
+  config_checks.check_choice(config, "weight_decay_layers", DECAY_LAYERS)
+  if len(set(config.weight_decay_layers)) != len(config.weight_decay_layers):
+    raise config_checks.ConfigError(
+        f"config.weight_decay_layers = {tuple(config.weight_decay_layers)}: a layer is named "
+        "twice; name each of " f"{DECAY_LAYERS} at most once.")
   if config.test_size and config.test_size % config.eval_batch_size:
     raise config_checks.ConfigError(
         f"config.eval_batch_size = {config.eval_batch_size} must divide config.test_size = "
@@ -270,6 +306,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   results = summarise(config, runs, history)
   results["labelled"] = labelled.tolist()
+  results["labels_per_class"] = labels_per_class(runs, labelled, np.asarray(pool.labels))
   results["seconds"] = float(np.sum(history["round_seconds"]))
   io.write_json_atomic(results_path, results)
   _write_reports(config, results, workdir)
@@ -281,6 +318,17 @@ def _write_reports(config, results, workdir) -> None:
   io.write_csv_atomic(os.path.join(workdir, "labels_to_reach.csv"), results["rows"])
   io.write_text_atomic(os.path.join(workdir, "results.md"), report(config, results))
   _plot(config, results, os.path.join(workdir, "curves.png"))
+
+
+def labels_per_class(runs, labelled: np.ndarray, pool_labels: np.ndarray,
+                     num_classes: int = 10) -> dict[str, list[float]]:
+  """Per function, the mean over seeds of how many labelled images each class holds at
+  the end (the balanced start included): whether a function concentrates on some digits."""
+  counts: dict[str, list[np.ndarray]] = {}
+  for r, (name, _) in enumerate(runs):
+    counts.setdefault(name, []).append(
+        np.bincount(pool_labels[labelled[r]], minlength=num_classes))
+  return {name: np.mean(c, axis=0).tolist() for name, c in counts.items()}
 
 
 def summarise(config, runs, history) -> dict[str, Any]:
@@ -329,7 +377,65 @@ def report(config, results) -> str:
       f"of {config.pool_subset}, {config.epochs} epochs per round. Took "
       f"{results['seconds']:.0f}s. Paper: Gal, Islam & Ghahramani (ICML 2017), Table 1, "
       "MNIST up to 1000 labels (numbers as recalled in our issue, to be checked).\n\n")
-  return header + reporting.markdown_table(rows, columns)
+  text = [header + reporting.markdown_table(rows, columns)]
+  if "labels_per_class" in results:
+    per_class = results["labels_per_class"]
+    classes = range(len(next(iter(per_class.values()))))
+    text += [f"Labelled images per class at {results['labels'][-1]} labels (mean over seeds; "
+             f"{config.initial_per_class} per class at the start):", "",
+             reporting.markdown_table(
+                 [{"function": name, **{str(c): counts[c] for c in classes},
+                   "ratio": max(counts) / max(min(counts), 1e-9)}
+                  for name, counts in per_class.items()],
+                 [("function", "acquisition", "s"), *((str(c), str(c), ".1f") for c in classes),
+                  ("ratio", "most / fewest", ".1f")])]
+  text += ["Protocol (the reference: Riashat/Active-Learning-Bayesian-Convolutional-Neural-"
+           f"Networks @ {REFERENCE_COMMIT[:8]}, folder {REFERENCE_DIR}; Keras 0.3.1 as vendored "
+           "in ConvNets/keras):", "", reporting.protocol_table(protocol_rows(config))]
+  return "\n".join(text)
+
+
+REFERENCE_COMMIT = "f8b68038bd3b97c473e9c1de6b6cdee4538021f4"
+REFERENCE_DIR = "ConvNets/FINAL_Averaged_Experiments/Final_Experiments_Run"
+
+
+def protocol_rows(config: ml_collections.ConfigDict) -> list[dict[str, str]]:
+  """Our settings (from ``config``) beside the authors' Keras scripts, with file and line
+  (BALD = Dropout_BALD_Q10_N1000.py; the other MC-dropout scripts match it)."""
+  k = config.kernel_size
+  decay = (f"{config.weight_decay_c:g} / N on "
+           f"{', '.join(config.weight_decay_layers) or 'no layer'} (N: current labels)")
+  test = config.test_size or "all 10,000"
+  rows = [
+      ("network", f"conv {k}x{k} (32) x 2, max-pool, dropout {config.conv_rate:g}, dense 128, "
+       f"dropout {config.dense_rate:g}, dense 10, in every round",
+       "the same with 4x4 kernels in rounds 1-98; round 0 (20 labels) trains a 4-conv net "
+       "(32, 32, 64, 64)", "BALD L39, L169-191 (round 0), L310-326"),
+      ("Random's network and decay", "the same as every function's",
+       "3x3 kernels, c = 3.5", "Random_Q10_N1000.py L34, L177, L255"),
+      ("initialisation", config.init, "Keras 0.3.1 glorot_uniform, fan-out of a conv = its "
+       "filters; biases 0", "keras/layers/convolutional.py L226, layers/core.py L911, "
+       "initializations.py L6-9, L39-42"),
+      ("weight decay", decay, "l2(2.5 / N) on the Dense(128) kernel only",
+       "BALD L184-187, L319-322"),
+      ("optimiser", f"Adam lr {config.learning_rate:g}, batch {config.batch_size}, "
+       f"{config.epochs} epochs, rebuilt each round", "Adam (Keras defaults), batch 128, "
+       "50 epochs, a new Sequential each round", "BALD L23, L27, L194-195, L310, L328-329"),
+      ("acquisitions", f"{config.rounds} x {config.acquisition_size} from "
+       f"{config.initial_per_class * 10} balanced labels", "98 x 10 from 20 balanced labels",
+       "BALD L43, L48, L78-134"),
+      ("scored pool subset, MC samples", f"{config.pool_subset}, T = {config.mc_samples}",
+       "2,000, T = 100", "BALD L46, L229-232"),
+      ("pool", "the whole training set", "40,000 shuffled training images (20,000-60,000)",
+       "BALD L65-75"),
+      ("test set", f"{test} test images, weight scaling", "all 10,000, dropout off",
+       "BALD L214, L348"),
+      ("seeds", str(config.num_seeds), "3 repeats", "BALD L21"),
+      ("Mean STD", "the mean over classes of the std over T samples",
+       "as coded the std is 0 for every image (each of the T reads takes the same column), "
+       "so its curve is random acquisition from the subset", "Dropout_Segnet_Q10_N1000.py L237"),
+  ]
+  return [{"setting": a, "ours": str(b), "reference": c, "source": d} for a, b, c, d in rows]
 
 
 def _plot(config, results, path) -> None:

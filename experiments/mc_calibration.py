@@ -1,33 +1,70 @@
-"""The MC-calibration study: deterministic, MC dropout, temperature scaling, deep ensembles."""
+"""The calibration-under-shift study (Ovadia et al. 2019, MNIST), over seeds.
+
+Per seed: a deep ensemble of vanilla nets (trained with dropout at the vanilla rate, off
+at test, as in the reference), temperature scaling of its first member, and an MC-dropout
+net with its own tuned batch size, learning rate and rate, all on the clean and rotated
+test sets; plus OOD detection (train on digits 0-4, score 5-9). Every metric is reported
+as mean ± s.e. over seeds, and each published ordering as paired differences per angle.
+
+Workdir: ``config.json``, ``seeds/seed{i}.json`` (one per seed: resumable), ``shift.csv``,
+``shift.png``, ``results.md``.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 from flax import nnx
 from scipy import ndimage
 
 from dropjax import io, metrics, uncertainty
 from dropjax.calibration import fit_temperature
 from dropjax.data import Split
-from dropjax.mc import mc_sample, module_forward
-from dropjax.models import MLP, LeNet5
+from dropjax.mc import mc_running_means, mc_sample, module_forward
+from dropjax.models import MLP, KerasMnistCNN, LeNet5
 from dropjax.train import ensemble_member, fit_ensemble
 from experiments import config_checks, datasets, reporting
 
+MODELS = ("mlp", "lenet", "lenet5")
+FAMILIES = ("vanilla", "dropout")
+# config.init: "glorot_uniform" (Keras's default; the reference passes no initialiser) or
+# "lecun_normal" (flax's).
+INITIALISERS = {"glorot_uniform": jax.nn.initializers.glorot_uniform(),
+                "lecun_normal": jax.nn.initializers.lecun_normal()}
+METRICS = ("accuracy", "nll", "brier", "ece")
+VANILLA, TEMPERATURE, DROPOUT_WS = "vanilla", "temperature scaling", "dropout net, no MC"
 
-def rotate(images: np.ndarray, angle: float) -> np.ndarray:
-  """Rotates NHWC images about their centre (bilinear, zero fill), as in Ovadia et al."""
+
+def mc_method(samples: int) -> str:
+  return f"MC dropout (S={samples})"
+
+
+def ensemble_method(size: int) -> str:
+  return f"deep ensemble ({size})"
+
+
+def rotate(images: np.ndarray, angle: float, order: int = 3) -> np.ndarray:
+  """Rotates NHWC images by ``angle`` degrees the way Ovadia et al.'s data does.
+
+  ``scipy.ndimage.rotate`` over the (width, height) axes with its defaults: the canvas
+  grows to hold the rotated image, a spline of ``order`` (3, cubic, is scipy's default),
+  zero fill, and no clipping; then the centre crop back to the input size
+  (uq_benchmark_2019/mnist/data_lib.py L132-134, ``_crop_center`` L68-72).
+  """
   if angle == 0:
     return images
-  return ndimage.rotate(images, angle, axes=(1, 2), reshape=False, order=1).clip(0, 1)
+  out = ndimage.rotate(images, angle, axes=(2, 1), order=order)
+  height, width = images.shape[1:3]
+  top, left = out.shape[1] // 2 - height // 2, out.shape[2] // 2 - width // 2
+  return out[:, top:top + height, left:left + width]
 
 
 def _classes(split: Split, keep: np.ndarray) -> Split:
@@ -35,86 +72,119 @@ def _classes(split: Split, keep: np.ndarray) -> Split:
   return Split(split.images[mask], split.labels[mask])
 
 
-def train_models(config, train: Split, num_classes: int, salt: int):
-  """One program per family: dropout nets (seed 0 used) and vanilla ensemble members."""
-  in_features = int(np.prod(train.images.shape[1:]))
-  root = jax.random.fold_in(jax.random.key(config.seed), salt)
-  trained = {}
-  if config.model not in ("mlp", "lenet"):
-    raise ValueError(f"config.model must be 'mlp' or 'lenet'; got {config.model!r}.")
-  for name, rate, count in (("dropout", config.dropout_rate, 1),
-                            ("vanilla", 0.0, config.ensemble_size)):
-    if config.model == "lenet":
-      make = lambda rngs, rate=rate: LeNet5(num_classes, spatial_size=train.images.shape[1],
-                                            dropout_rate=rate, rngs=rngs)
-    else:
-      make = lambda rngs, rate=rate: MLP(in_features, list(config.hidden), num_classes,
-                                         input_rate=0.0, hidden_rate=rate, rngs=rngs)
-    keys = jax.random.split(jax.random.fold_in(root, len(trained)), count)
-    # Convolutional members one after another: vmapped per-member kernels are grouped
-    # convolutions, several times slower on CPU (see fit_ensemble).
-    graphdef, states, _ = fit_ensemble(make, train, keys=keys, epochs=config.epochs,
-                                       batch_size=min(config.batch_size, len(train.labels)),
-                                       learning_rate=config.learning_rate,
-                                       vectorize=config.model == "mlp")
-    trained[name] = [ensemble_member(graphdef, states, k) for k in range(count)]
-  return trained
+def _initialise_kernels(model: nnx.Module, init, key: jax.Array) -> nnx.Module:
+  """Redraws every Linear and Conv kernel of ``model`` with ``init`` (biases stay 0)."""
+  modules = [m for _, m in nnx.iter_modules(model) if isinstance(m, nnx.Linear | nnx.Conv)]
+  for i, module in enumerate(modules):
+    kernel = module.kernel[...]
+    module.kernel[...] = init(jax.random.fold_in(key, i), kernel.shape, kernel.dtype)
+  return model
 
 
-def predict_all(config, models, validation: Split, images: np.ndarray, key) -> dict:
-  """Class probabilities of every method on ``images`` (and the MC samples for scores)."""
-  x = jnp.asarray(images)
-  dropout_net = models["dropout"][0]
-  dropout_net.eval()
-  logits = nnx.jit(lambda m, x: m(x))(dropout_net, x)
-  val_logits = nnx.jit(lambda m, x: m(x))(dropout_net, jnp.asarray(validation.images))
-  temperature = fit_temperature(val_logits, validation.labels)
+def build_model(config: ml_collections.ConfigDict, num_classes: int, image_shape,
+                rate: float, rngs: nnx.Rngs) -> nnx.Module:
+  """``config.model`` with dropout ``rate`` at every position it has."""
+  if config.model == "mlp":
+    model = MLP(int(np.prod(image_shape)), list(config.hidden), num_classes,
+                input_rate=rate if config.input_dropout else 0.0, hidden_rate=rate, rngs=rngs)
+  elif config.model == "lenet":
+    model = KerasMnistCNN(num_classes, spatial_size=image_shape[0], conv_rate=rate,
+                          dense_rate=rate, channels=(32, 64), kernel_size=3, rngs=rngs)
+  else:
+    model = LeNet5(num_classes, spatial_size=image_shape[0], dropout_rate=rate, rngs=rngs)
+  return _initialise_kernels(model, INITIALISERS[config.init], rngs.params())
+
+
+def train_family(config, train: Split, num_classes: int, family: str, key: jax.Array,
+                 count: int) -> list[nnx.Module]:
+  """``count`` models of ``family`` (its batch size, learning rate and training rate from
+  ``config.hparams``), trained in one program; member k from ``fold_in(key, k)``."""
+  hp = config.hparams[family]
+  keys = jax.vmap(lambda k: jax.random.fold_in(key, k))(jnp.arange(count))
+  make = lambda rngs: build_model(config, num_classes, train.images.shape[1:],
+                                  hp.dropout_rate, rngs)
+  # Convolutional members one after another: vmapped per-member kernels are grouped
+  # convolutions, several times slower on CPU (see fit_ensemble).
+  graphdef, states, _ = fit_ensemble(make, train, keys=keys, epochs=config.epochs,
+                                     batch_size=min(hp.batch_size, len(train.labels)),
+                                     learning_rate=hp.learning_rate,
+                                     vectorize=config.model == "mlp")
+  return [ensemble_member(graphdef, states, k) for k in range(count)]
+
+
+def _logits(model: nnx.Module, x: jax.Array) -> jax.Array:
+  model.eval()
+  return nnx.jit(lambda m, x: m(x))(model, x)
+
+
+def _probs_of_methods(config, members, dropout_net, temperature, x, key) -> dict[str, Any]:
+  """Every method's class probabilities on ``x``."""
+  member_probs = [jax.nn.softmax(_logits(m, x)) for m in members]
+  first = _logits(members[0], x)
+  probs = {VANILLA: member_probs[0], TEMPERATURE: jax.nn.softmax(first / temperature),
+           ensemble_method(len(members)): jnp.mean(jnp.stack(member_probs), 0),
+           DROPOUT_WS: jax.nn.softmax(_logits(dropout_net, x))}
   forward = module_forward(dropout_net)
-  samples = jax.jit(lambda k, x: mc_sample(lambda kk, xx: jax.nn.softmax(forward(kk, xx)), k, x,
-                                           max(config.mc_samples),
-                                           chunk_size=config.mc_chunk_size))(key, x)
-  members = []
-  for member in models["vanilla"]:
-    member.eval()
-    members.append(jax.nn.softmax(nnx.jit(lambda m, x: m(x))(member, x)))
-  probs = {"deterministic (dropout net)": jax.nn.softmax(logits),
-           "temperature scaling": jax.nn.softmax(logits / temperature),
-           "vanilla (one member)": members[0],
-           f"deep ensemble ({len(members)})": jnp.mean(jnp.stack(members), 0)}
-  for s in config.mc_samples:
-    probs[f"MC dropout (S={s})"] = samples[:s].mean(0)
-  return {"probs": probs, "samples": samples, "temperature": float(temperature)}
+  means = jax.jit(lambda k, x: mc_running_means(
+      lambda kk, xx: jax.nn.softmax(forward(kk, xx)), k, x, tuple(config.mc_samples),
+      chunk_size=config.mc_chunk_size))(key, x)
+  for s, mean in zip(config.mc_samples, means, strict=True):
+    probs[mc_method(s)] = mean
+  return probs
 
 
-def shift_study(config, models, validation, test) -> list[dict[str, Any]]:
-  rows = []
-  key = jax.random.key(config.seed + 1)
+def seed_run(config: ml_collections.ConfigDict, train: Split, validation: Split, test: Split,
+             seed: int) -> dict[str, Any]:
+  """One seed: the shift study's metrics per angle and method, and the OOD scores."""
+  tic = time.perf_counter()
+  root = jax.random.fold_in(jax.random.key(config.seed), seed)
+  # Streams: 0 the shift study's models, 1 the OOD study's, 2 the MC masks.
+  shift_models = {family: jax.random.fold_in(jax.random.fold_in(root, 0), i)
+                  for i, family in enumerate(FAMILIES)}
+  members = train_family(config, train, 10, "vanilla", shift_models["vanilla"],
+                         config.ensemble_size)
+  dropout_net = train_family(config, train, 10, "dropout", shift_models["dropout"], 1)[0]
+  temperature = float(fit_temperature(_logits(members[0], jnp.asarray(validation.images)),
+                                      validation.labels))
+  mc_key = jax.random.fold_in(root, 2)
+  shift = []
   for angle in config.angles:
-    out = predict_all(config, models, validation, rotate(test.images, angle),
-                      jax.random.fold_in(key, angle))
-    for method, probs in out["probs"].items():
-      rows.append({"angle": angle, "method": method,
-                   **metrics.summary(probs, test.labels, config.ece_bins)})
-  return rows
+    x = jnp.asarray(rotate(test.images, angle, config.rotation_order))
+    probs = _probs_of_methods(config, members, dropout_net, temperature, x,
+                              jax.random.fold_in(mc_key, angle))
+    for method, p in probs.items():
+      shift.append({"angle": angle, "method": method,
+                    **metrics.summary(p, test.labels, config.ece_bins)})
+  ood = ood_run(config, train, validation, test, jax.random.fold_in(root, 1))
+  return {"seed": seed, "temperature": temperature, "shift": shift, "ood": ood,
+          "seconds": time.perf_counter() - tic}
 
 
-def ood_study(config, train, validation, test) -> list[dict[str, Any]]:
+def ood_run(config, train, validation, test, key) -> list[dict[str, Any]]:
+  """Train on digits 0-4 (the same families), score test 0-4 (in) against 5-9 (out)."""
   known = np.arange(5)
-  models = train_models(config, _classes(train, known), 5, salt=1)
+  inside_train = _classes(train, known)
+  members = train_family(config, inside_train, 5, "vanilla", jax.random.fold_in(key, 0),
+                         config.ensemble_size)
+  dropout_net = train_family(config, inside_train, 5, "dropout", jax.random.fold_in(key, 1),
+                             1)[0]
   inside, outside = _classes(test, known), _classes(test, np.arange(5, 10))
-  images = np.concatenate([inside.images, outside.images])
+  x = jnp.asarray(np.concatenate([inside.images, outside.images]))
   is_ood = np.concatenate([np.zeros(len(inside.labels)), np.ones(len(outside.labels))])
-  out = predict_all(config, models, _classes(validation, known), images,
-                    jax.random.key(config.seed + 2))
-  samples = out["samples"]
-  ensemble_probs = out["probs"][f"deep ensemble ({config.ensemble_size})"]
+  forward = module_forward(dropout_net)
+  samples = jax.jit(lambda k, x: mc_sample(lambda kk, xx: jax.nn.softmax(forward(kk, xx)), k,
+                                           x, max(config.mc_samples),
+                                           chunk_size=config.mc_chunk_size))(
+      jax.random.fold_in(key, 2), x)
+  vanilla = jax.nn.softmax(_logits(members[0], x))
+  ensemble = jnp.mean(jnp.stack([jax.nn.softmax(_logits(m, x)) for m in members]), 0)
   scores = {
       "MC dropout: predictive entropy": uncertainty.predictive_entropy(samples),
       "MC dropout: mutual information (BALD)": uncertainty.mutual_information(samples),
       "MC dropout: variation ratio": uncertainty.variation_ratio(samples),
-      "deterministic: entropy": uncertainty.predictive_entropy(
-          out["probs"]["deterministic (dropout net)"][None]),
-      "deep ensemble: predictive entropy": uncertainty.predictive_entropy(ensemble_probs[None]),
+      "vanilla: entropy": uncertainty.predictive_entropy(vanilla[None]),
+      f"{ensemble_method(len(members))}: predictive entropy":
+          uncertainty.predictive_entropy(ensemble[None]),
   }
   return [{"score": name, "auroc": float(metrics.auroc(scores=s, positives=is_ood)),
            "aupr": float(metrics.average_precision(scores=s, positives=is_ood)),
@@ -122,36 +192,161 @@ def ood_study(config, train, validation, test) -> list[dict[str, Any]]:
           for name, s in scores.items()]
 
 
-def _plot(rows, path, methods):
+def _per_seed(runs, angle_filter, method: str, metric: str) -> np.ndarray:
+  """``metric`` of ``method`` per seed, averaged over the angles ``angle_filter`` keeps."""
+  return np.asarray([np.mean([r[metric] for r in run["shift"]
+                              if r["method"] == method and angle_filter(r["angle"])])
+                     for run in runs])
+
+
+def summarise(config, runs) -> dict[str, Any]:
+  """Mean ± s.e. over seeds per angle and method, on the clean set and over rotations."""
+  methods = list(dict.fromkeys(r["method"] for r in runs[0]["shift"]))
+  def table(angle_filter):
+    rows = []
+    for method in methods:
+      row: dict[str, Any] = {"method": method}
+      for metric in METRICS:
+        row[metric], row[f"{metric}_se"] = reporting.seed_statistics(
+            _per_seed(runs, angle_filter, method, metric))
+      rows.append(row)
+    return rows
+  per_angle = [{"angle": angle, **row} for angle in config.angles
+               for row in table(lambda a, angle=angle: a == angle)]
+  ood = []
+  for i, first in enumerate(runs[0]["ood"]):
+    row = {"score": first["score"]}
+    for metric in ("auroc", "aupr", "fpr_at_95_tpr"):
+      row[metric], row[f"{metric}_se"] = reporting.seed_statistics(
+          [run["ood"][i][metric] for run in runs])
+    ood.append(row)
+  return {"methods": methods, "clean": table(lambda a: a == 0),
+          "shifted": table(lambda a: a != 0), "per_angle": per_angle, "ood": ood}
+
+
+def published_findings(config) -> list[tuple[str, str, list[str], str]]:
+  """Ovadia et al.'s MNIST findings as ``(text, method, rivals, metric)``: ``method`` has
+  a lower ``metric`` than every rival (lower is better for each metric used)."""
+  ensemble, mc = ensemble_method(config.ensemble_size), mc_method(max(config.mc_samples))
+  others = [VANILLA, TEMPERATURE, mc, DROPOUT_WS]
+  return [
+      ("under shift the deep ensemble has the lowest NLL", ensemble, others, "nll"),
+      ("under shift the deep ensemble has the lowest Brier score", ensemble, others, "brier"),
+      ("under shift MC dropout has a lower ECE than temperature scaling", mc, [TEMPERATURE],
+       "ece"),
+      ("under shift MC dropout has a lower NLL than temperature scaling", mc, [TEMPERATURE],
+       "nll"),
+  ]
+
+
+def verdict(runs, angle_filter, method, rivals, metric) -> tuple[str, list[dict[str, Any]]]:
+  """Whether ``method`` beats every rival on ``metric``, paired over seeds: ``"holds"``
+  (every difference below 0 by more than 2 s.e.), ``"reversed"`` (some rival lower by more
+  than 2 s.e.) or ``"not decided"``; with each paired difference."""
+  mine = _per_seed(runs, angle_filter, method, metric)
+  diffs = []
+  for rival in rivals:
+    mean, se = reporting.paired_difference(mine, _per_seed(runs, angle_filter, rival, metric))
+    diffs.append({"rival": rival, "difference": mean, "se": se,
+                  "decided": reporting.exceeds_two_se(mean, se)})
+  if all(d["decided"] and d["difference"] < 0 for d in diffs):
+    return "holds", diffs
+  if any(d["decided"] and d["difference"] > 0 for d in diffs):
+    return "reversed", diffs
+  return "not decided", diffs
+
+
+def findings(config, runs) -> list[dict[str, Any]]:
+  shifted = [a for a in config.angles if a != 0]
+  out = []
+  for text, method, rivals, metric in published_findings(config):
+    on_mean, diffs = verdict(runs, lambda a: a != 0, method, rivals, metric)
+    per_angle = [verdict(runs, lambda a, angle=angle: a == angle, method, rivals, metric)[0]
+                 for angle in shifted]
+    out.append({"finding": text, "on_mean": on_mean, "differences": diffs,
+                **{v: per_angle.count(v) for v in ("holds", "not decided", "reversed")},
+                "angles": len(shifted)})
+  return out
+
+
+def _plot(summary, path):
   plt = reporting.pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   for ax, metric in zip(axes, ("accuracy", "nll", "ece"), strict=True):
-    for method in methods:
-      sel = [r for r in rows if r["method"] == method]
-      ax.plot([r["angle"] for r in sel], [r[metric] for r in sel], "o-", label=method, ms=3)
+    for method in summary["methods"]:
+      sel = [r for r in summary["per_angle"] if r["method"] == method]
+      ax.errorbar([r["angle"] for r in sel], [r[metric] for r in sel],
+                  yerr=[2 * r[f"{metric}_se"] for r in sel], fmt="o-", ms=3, capsize=2,
+                  label=method)
     ax.set_xlabel("rotation (degrees)")
-    ax.set_title(metric)
+    ax.set_title(f"{metric} (mean ± 2 s.e. over seeds)")
   axes[0].legend(fontsize=7)
   reporting.save_figure(fig, path)
 
 
-def published_findings(config: ml_collections.ConfigDict) -> list[tuple[str, Callable]]:
-  """Ovadia et al.'s qualitative MNIST findings, each as ``(text, claim)``.
+REFERENCE = ("google-research/google-research, uq_benchmark_2019/ (models_lib.py at 01fdeb5, "
+             "hparams_lib.py and experiment_utils.py at 0c1bbe5, data_lib.py and uq_utils.py "
+             "at 066e6a1, README.md at 1a6ac1b)")
 
-  ``claim`` maps ``{method: metrics}`` (the mean over angles, or one angle) to whether
-  the finding holds there. Checked on the mean and at every rotated angle separately, so
-  the report shows whether the verdict depends on how the angles are aggregated.
-  """
-  mc_best = f"MC dropout (S={max(config.mc_samples)})"
-  ensemble = f"deep ensemble ({config.ensemble_size})"
-  return [
-      ("under shift the deep ensemble has the lowest NLL",
-       lambda by: min(by, key=lambda m: by[m]["nll"]) == ensemble),
-      ("under shift MC dropout has a lower ECE than temperature scaling",
-       lambda by: by[mc_best]["ece"] < by["temperature scaling"]["ece"]),
-      ("under shift MC dropout has a lower NLL than temperature scaling",
-       lambda by: by[mc_best]["nll"] < by["temperature scaling"]["nll"]),
+
+def protocol_rows(config: ml_collections.ConfigDict, train: Split,
+                  validation: Split) -> list[dict[str, str]]:
+  """Our settings (from ``config``) beside the reference's MNIST code, with file and line
+  (paths under ``uq_benchmark_2019/``)."""
+  vanilla, dropout = config.hparams.vanilla, config.hparams.dropout
+  model = {
+      "mlp": f"MLP {tuple(config.hidden)} ReLU, dropout before every dense layer"
+             + (", the input included" if config.input_dropout else ", not on the input"),
+      "lenet": "conv 3x3 (32), conv 3x3 (64), max-pool, dropout, dense 128, dropout, dense",
+      "lenet5": "LeNet-5 (6/16 conv, 120/84 dense), dropout before each dense layer",
+  }[config.model]
+  reference_model = {
+      "mlp": ("2 x 200 ReLU, dropout before every dense layer, the input included",
+              "mnist/models_lib.py L58-71, mnist/hparams_lib.py L71"),
+      "lenet": ("conv 3x3 (32), conv 3x3 (64), max-pool, dropout, dense 128, dropout, dense",
+                "mnist/models_lib.py L74-92"),
+      "lenet5": ("not a reference model: their 'lenet' is the conv 32-64 network",
+                 "mnist/models_lib.py L74-92"),
+  }[config.model]
+
+  def hp(h):
+    return f"batch {h.batch_size}, lr {h.learning_rate:.4g}, dropout {h.dropout_rate:.4g}"
+
+  rows = [
+      ("model", model, *reference_model),
+      ("initialisation", config.init, "Keras defaults (glorot_uniform, zero biases): no "
+       "initialiser is passed", "mnist/models_lib.py L82-91, uq_utils.py L81-82"),
+      ("vanilla and ensemble members", f"{hp(vanilla)} (dropout in training only)",
+       "MLP: batch 64, lr 4.638e-4, dropout 0.2305; LeNet: batch 1620, lr 1.020e-3, "
+       "dropout 0.2854; dropout on in training, off at test",
+       "mnist/hparams_lib.py L35, L43; uq_utils.py L100, L109"),
+      ("MC dropout net", f"{hp(dropout)}, dropout kept at test",
+       "MLP: batch 2, lr 1.141e-4, dropout 0.1209; LeNet: batch 1136, lr 5.026e-3, "
+       "dropout 0.3034", "mnist/hparams_lib.py L38, L46; uq_utils.py L112-113"),
+      ("training", f"Adam, {config.epochs} epochs, the last partial batch dropped",
+       "Adam, 20 epochs, Keras keeps the last partial batch",
+       "mnist/hparams_lib.py L29, mnist/models_lib.py L113, L124-130"),
+      ("MC samples", f"S = {', '.join(map(str, config.mc_samples))} (running means of "
+       "one stream)", "300, softmax averaged", "mnist/hparams_lib.py L28, L74; "
+       "mnist/models_lib.py L152-155"),
+      ("temperature scaling", "the first vanilla member, T fitted on the validation NLL",
+       "'Vanilla model calibrated on in-distribution'; the MNIST fitting split is not in "
+       "the stored code", "README.md L16"),
+      ("deep ensemble", f"{config.ensemble_size} vanilla members",
+       "'Ensemble of vanilla models'; the size is not in the stored code (the paper's text "
+       "was not available here)", "README.md L18"),
+      ("data split", f"{len(train.labels)} train / {len(validation.labels)} validation",
+       "50,000 / 10,000 (MNIST)", "mnist/data_lib.py L37, L85"),
+      ("rotation", f"scipy.ndimage.rotate over (W, H), spline order {config.rotation_order}, "
+       "grown canvas, centre crop, no clipping", "the same call with scipy's defaults "
+       "(order 3)", "mnist/data_lib.py L132-134, L68-72"),
+      ("angles", ", ".join(map(str, config.angles)), "15 to 180 by 15, and the clean test",
+       "mnist/data_lib.py L42-43, L50"),
+      ("seeds", f"{config.num_seeds}", "5 released runs per method", "README.md L47"),
+      ("Brier score", "mean of sum_c (p_c - y_c)^2", "mean of sum_c p_c^2 - 2 p_y: ours "
+       "minus 1", "experiment_utils.py L88"),
   ]
+  return [{"setting": a, "ours": b, "reference": c, "source": d} for a, b, c, d in rows]
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -164,65 +359,91 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     config_checks.ConfigError: naming the field and the allowed values.
   """
   config_checks.check_dataset(config)
-  config_checks.check_choice(config, "model", ("mlp", "lenet"))
+  config_checks.check_choice(config, "model", MODELS)
+  config_checks.check_choice(config, "init", tuple(INITIALISERS))
+  if sorted(config.hparams.keys()) != sorted(FAMILIES):
+    raise config_checks.ConfigError(
+        f"config.hparams must hold exactly {FAMILIES}; got {sorted(config.hparams.keys())}.")
+  for family in FAMILIES:
+    hp = config.hparams[family]
+    if not isinstance(hp.batch_size, int) or hp.batch_size < 1:
+      raise config_checks.ConfigError(
+          f"config.hparams.{family}.batch_size must be a positive integer; got "
+          f"{hp.batch_size!r}.")
+    if not hp.learning_rate > 0:
+      raise config_checks.ConfigError(
+          f"config.hparams.{family}.learning_rate must be positive; got {hp.learning_rate!r}.")
+    if not 0 <= hp.dropout_rate < 1:
+      raise config_checks.ConfigError(
+          f"config.hparams.{family}.dropout_rate must be in [0, 1); got {hp.dropout_rate!r}.")
+  if not 0 < config.hparams.dropout.dropout_rate:
+    raise config_checks.ConfigError(
+        "config.hparams.dropout.dropout_rate must be above 0: MC dropout needs a rate.")
+  if not isinstance(config.num_seeds, int) or config.num_seeds < 2:
+    raise config_checks.ConfigError(
+        f"config.num_seeds must be an integer >= 2 (a standard error needs two seeds); got "
+        f"{config.num_seeds!r}.")
+  samples = tuple(config.mc_samples)
+  if any(b <= a for a, b in itertools.pairwise(samples)):
+    raise config_checks.ConfigError(
+        f"config.mc_samples must be strictly increasing; got {samples}.")
+  if config.rotation_order not in range(6):
+    raise config_checks.ConfigError(
+        f"config.rotation_order must be a spline order in 0..5; got {config.rotation_order!r}.")
+
+
+def _mean_se_rows(rows, keys):
+  return [{**{k: v for k, v in row.items() if k in ("method", "score")},
+           **{k: reporting.format_mean_se(row[k], row[f"{k}_se"]) for k in keys}}
+          for row in rows]
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   reporting.start_workdir(config, workdir)
   start = time.perf_counter()
   train, validation, test = datasets.load_splits(config)
-  path = os.path.join(workdir, "shift.json")
-  shift = reporting.load_json(path)
-  if shift is None:
-    tic = time.perf_counter()
-    models = train_models(config, train, 10, salt=0)
-    shift = {"rows": shift_study(config, models, validation, test),
-             "seconds": time.perf_counter() - tic}
-    io.write_json_atomic(path, shift)
-  path = os.path.join(workdir, "ood.json")
-  ood = reporting.load_json(path)
-  if ood is None:
-    ood = ood_study(config, train, validation, test)
-    io.write_json_atomic(path, ood)
-  rows = shift["rows"]
-  methods = list(dict.fromkeys(r["method"] for r in rows))
-  _plot(rows, os.path.join(workdir, "shift.png"), methods)
-  io.write_csv_atomic(os.path.join(workdir, "shift.csv"), rows)
-  mean_over_shift = [
-      {"method": m, **{k: float(np.mean([r[k] for r in rows if r["method"] == m]))
-                       for k in ("accuracy", "nll", "brier", "ece")}} for m in methods]
-  clean = [r for r in rows if r["angle"] == 0]
-  by_angle = {a: {r["method"]: r for r in rows if r["angle"] == a} for a in config.angles}
+  runs = []
+  for seed in range(config.num_seeds):
+    path = os.path.join(workdir, "seeds", f"seed{seed}.json")
+    run = reporting.load_json(path)
+    if run is None:
+      run = seed_run(config, train, validation, test, seed)
+      io.write_json_atomic(path, run)
+      logging.info("seed %d done in %.0fs (T = %.3f)", seed, run["seconds"], run["temperature"])
+    runs.append(run)
+  summary = summarise(config, runs)
+  found = findings(config, runs)
+  _plot(summary, os.path.join(workdir, "shift.png"))
+  io.write_csv_atomic(os.path.join(workdir, "shift.csv"), summary["per_angle"])
+  seconds = sum(run["seconds"] for run in runs)
+  columns = (("method", "method", "s"), ("accuracy", "accuracy", "s"), ("nll", "NLL", "s"),
+             ("brier", "Brier (ours; theirs = ours - 1)", "s"), ("ece", "ECE", "s"))
   shifted = [a for a in config.angles if a != 0]
-  findings = [
-      {"finding": text, "on_mean": bool(claim({r["method"]: r for r in mean_over_shift})),
-       "angles_holding": sum(bool(claim(by_angle[a])) for a in shifted),
-       "angles": len(shifted)}
-      for text, claim in published_findings(config)]
-  model = (f"LeNet-5, dropout {config.dropout_rate} before each dense layer"
-           if config.model == "lenet" else
-           f"MLP {tuple(config.hidden)}, dropout {config.dropout_rate} on hidden layers")
-  columns = (("method", "method", "s"), ("accuracy", "accuracy", ".4f"), ("nll", "NLL", ".4f"),
-             ("brier", "Brier", ".4f"), ("ece", "ECE", ".4f"))
   text = "\n".join([
-      f"MC-dropout calibration on {config.dataset} ({model}, {config.epochs} epochs; "
-      f"{config.ece_bins}-bin "
-      f"ECE; training and evaluation {shift['seconds']:.0f}s, this invocation "
-      f"{time.perf_counter() - start:.0f}s).", "",
-      "Clean test set:", "", reporting.markdown_table(clean, columns),
-      f"Mean over rotations {tuple(config.angles)} degrees (per-angle: shift.csv, shift.png):",
-      "", reporting.markdown_table(mean_over_shift, columns),
-      "Published qualitative findings (Ovadia et al. 2019, MNIST figures) and ours:", "",
-      "| finding | ours, on the mean over angles | ours, rotated angles where it holds |",
-      "|---|---|---|",
-      *[f"| {f['finding']} | {'yes' if f['on_mean'] else 'no'} | "
-        f"{f['angles_holding']} of {f['angles']} |" for f in findings], "",
+      f"Calibration under shift on {config.dataset} ({config.model}, {config.epochs} epochs, "
+      f"{config.num_seeds} seeds; {config.ece_bins}-bin ECE; mean ± s.e. over seeds; training "
+      f"and evaluation {seconds:.0f}s, this invocation {time.perf_counter() - start:.0f}s).",
+      "", "Clean test set:", "",
+      reporting.markdown_table(_mean_se_rows(summary["clean"], METRICS), columns),
+      f"Mean over the rotated angles {tuple(shifted)} (per angle: shift.csv, shift.png):", "",
+      reporting.markdown_table(_mean_se_rows(summary["shifted"], METRICS), columns),
+      "Published findings (Ovadia et al. 2019, MNIST figures) against ours, paired over "
+      "seeds: holds = lower than every rival by more than 2 s.e.; reversed = a rival lower "
+      "by more than 2 s.e.", "",
+      "| finding | on the mean over rotated angles | rotated angles: holds / not decided / "
+      "reversed |", "|---|---|---|",
+      *[f"| {f['finding']} | {f['on_mean']} ("
+        + "; ".join(f"vs {d['rival']}: {d['difference']:+.4f} ± {d['se']:.4f}"
+                    for d in f["differences"])
+        + f") | {f['holds']} / {f['not decided']} / {f['reversed']} of {f['angles']} |"
+        for f in found], "",
       "OOD detection, train on digits 0-4, test 0-4 (in) vs 5-9 (out):", "",
-      reporting.markdown_table(ood, (("score", "score", "s"), ("auroc", "AUROC", ".4f"),
-                                     ("aupr", "AUPR", ".4f"),
-                                     ("fpr_at_95_tpr", "FPR at 95% TPR", ".4f"))),
+      reporting.markdown_table(_mean_se_rows(summary["ood"], ("auroc", "aupr", "fpr_at_95_tpr")),
+                               (("score", "score", "s"), ("auroc", "AUROC", "s"),
+                                ("aupr", "AUPR", "s"), ("fpr_at_95_tpr", "FPR at 95% TPR", "s"))),
+      f"Protocol (the reference: {REFERENCE}):", "",
+      reporting.protocol_table(protocol_rows(config, train, validation)),
   ])
   io.write_text_atomic(os.path.join(workdir, "results.md"), text)
   print(text)
-  return {"clean": clean, "mean_over_shift": mean_over_shift, "ood": ood,
-          "findings": findings}
+  return {"summary": summary, "findings": found, "runs": runs}

@@ -199,6 +199,30 @@ def paired_difference(a, b) -> tuple[float, float]:
   return seed_statistics(a - b)
 
 
+def paired_error_difference(wrong_a, wrong_b) -> dict[str, float]:
+  """The error rate of classifier a minus b's on the same test items, with its s.e.
+
+  Paired over items (McNemar's setting): only the discordant items, b = a wrong where b
+  is right and c = the reverse, carry the difference, ``(b - c) / n``. The standard error
+  is that of the mean of the per-item differences (values -1, 0, 1), ``sqrt((b + c -
+  (b - c)**2 / n) / (n - 1)) / sqrt(n)``.
+
+  Args:
+    wrong_a, wrong_b: ``(n,)`` booleans, whether each item is misclassified.
+
+  Returns:
+    ``{"difference", "se", "a_only", "b_only"}`` (rates, and the discordant counts).
+  """
+  a, b = np.asarray(wrong_a, bool), np.asarray(wrong_b, bool)
+  if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+    raise ValueError(f"wrong_a and wrong_b must be (n,) with the same n >= 2; got shapes "
+                     f"{a.shape} and {b.shape}.")
+  per_item = a.astype(np.float64) - b
+  return {"difference": float(per_item.mean()),
+          "se": float(per_item.std(ddof=1) / np.sqrt(a.size)),
+          "a_only": int(np.sum(a & ~b)), "b_only": int(np.sum(~a & b))}
+
+
 def exceeds_two_se(mean: float, se: float) -> bool:
   """Whether a difference is decided: its mean is more than 2 standard errors from 0."""
   return abs(mean) > 2 * se
@@ -248,6 +272,18 @@ def markdown_table(
       cells.append("-" if value is None else format(value, spec))
     lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines) + "\n"
+
+
+def protocol_table(rows: Sequence[Mapping[str, str]]) -> str:
+  """A study's protocol table, ``| setting | ours | reference | source |``.
+
+  Args:
+    rows: one per setting that matters, each with the keys ``setting``, ``ours`` (from the
+      config that ran), ``reference`` and ``source`` (file and line of the reference code,
+      or the paper's section).
+  """
+  return markdown_table(rows, (("setting", "setting", "s"), ("ours", "ours", "s"),
+                               ("reference", "reference", "s"), ("source", "source", "s")))
 
 
 def pyplot():

@@ -8,7 +8,7 @@ from flax import nnx
 import dropjax
 import dropjax.train
 from dropjax import layers
-from dropjax.mc import mc_sample, module_forward
+from dropjax.mc import mc_running_means, mc_sample, module_forward
 
 K = jax.random.key(0)
 X = jnp.ones((4, 3))
@@ -111,6 +111,13 @@ CASES = [
          ["`chunk_size`", "positive integer or none"]),
     Case("mc-key-not-a-key", lambda: mc_sample(_identity, 0, X, 4), TypeError,
          ["`key`", "prng key"]),
+    Case("mc-running-means-not-increasing",
+         lambda: mc_running_means(_identity, K, X, (10, 5)), ValueError,
+         ["num_samples", "strictly increasing", "(10, 5)"]),
+    Case("mc-running-means-empty", lambda: mc_running_means(_identity, K, X, ()), ValueError,
+         ["num_samples", "at least one"]),
+    Case("mc-running-means-zero", lambda: mc_running_means(_identity, K, X, (0, 5)), ValueError,
+         ["num_samples"]),
     Case("mc-model-instead-of-forward", lambda: mc_sample(_NoDropout(), K, X, 4), TypeError,
          ["`forward`", "module_forward"]),
     Case("mc-model-without-dropout", lambda: module_forward(_NoDropout()), ValueError,

@@ -20,7 +20,9 @@ from dropjax.data.paths import DATA_DIR_ENV, ChecksumError, DataNotFoundError
 from dropjax.models import MLP
 from dropjax.train import fit_classifier
 from experiments import config_checks, main, reporting
+from experiments.configs import active_learning as active_learning_config
 from experiments.configs import concrete_dropout as concrete_dropout_config
+from experiments.configs import ensemble_interpretation as ensemble_config
 from experiments.configs import regularizers as regularizers_config
 from experiments.configs import uci as uci_config
 from experiments.configs import variant_comparison as variant_config
@@ -229,6 +231,18 @@ CASES = [
          lambda: config_checks.check_overrides(
              ["main", "--config", f"{CONFIGS}/regularizers.py", "--config.epochs.rnn", "3"]),
          config_checks.ConfigError, ["unknown config field 'rnn'", "config.epochs", "cnn, mlp"]),
+    Case("runs-config-al-unknown-init", _config(active_learning_config, init="glorot"),
+         config_checks.ConfigError, ["config.init", "'glorot'", "keras_glorot_uniform"]),
+    Case("runs-config-al-unknown-decay-layer",
+         _config(active_learning_config, weight_decay_layers=("dense1", "dense3")),
+         config_checks.ConfigError, ["config.weight_decay_layers", "'dense3'", "conv1"]),
+    Case("runs-config-al-decay-layer-twice",
+         _config(active_learning_config, weight_decay_layers=("dense1", "dense1")),
+         config_checks.ConfigError, ["config.weight_decay_layers", "at most once"]),
+    Case("runs-config-ensemble-ks-not-increasing", _config(ensemble_config, ks=(1, 10, 5)),
+         config_checks.ConfigError, ["config.ks", "strictly increasing", "(1, 10, 5)"]),
+    Case("runs-config-ensemble-one-seed", _config(ensemble_config, num_seeds=1),
+         config_checks.ConfigError, ["config.num_seeds", ">= 2"]),
     Case("runs-config-unknown-study", _config(uci_config, study="ucl"), config_checks.ConfigError,
          ["config.study", "'uci'", "'variant_comparison'"]),
     Case("runs-config-segment-epochs-zero", _config(uci_config, segment_epochs=0),

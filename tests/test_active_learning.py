@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from dropjax import acquisition
 from experiments import active_learning
@@ -127,3 +128,43 @@ def test_quick_study_resumes_exactly_and_runs_do_not_interact(tmp_path, monkeypa
   assert single["labelled"][0] == whole["labelled"][runs.index("random")]
   np.testing.assert_allclose(single["curves"]["random"]["mean"],
                              whole["curves"]["random"]["mean"], atol=1e-6)
+
+
+def test_quick_study_reports_labels_per_class_and_its_protocol(tmp_path):
+  config = config_lib.get_config("quick")
+  config.acquisition_functions = ("bald",)
+  out = active_learning.train_and_evaluate(config, str(tmp_path))
+  counts = out["labels_per_class"]["bald"]
+  assert sum(counts) == out["labels"][-1] and min(counts) >= config.initial_per_class
+  text = (tmp_path / "results.md").read_text()
+  assert "| setting | ours | reference | source |" in text
+  assert "Labelled images per class" in text and "Dropout_Segnet_Q10_N1000.py L237" in text
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 1, 32), (4, 4, 32, 32), (3872, 128), (128, 10)])
+def test_keras_glorot_uniform_has_keras_0_3_fans(shape):
+  # Keras 0.3: fan_in = every axis but the last (HWI for a kernel), fan_out = the last.
+  fan_in, fan_out = int(np.prod(shape[:-1])), shape[-1]
+  limit = np.sqrt(6.0 / (fan_in + fan_out))
+  w = np.asarray(active_learning.keras_glorot_uniform(jax.random.key(0), shape), np.float64)
+  assert w.shape == shape and np.abs(w).max() <= limit
+  # U(-a, a): variance a^2 / 3; the sample variance's s.e. is a^2 sqrt(4/45 / n).
+  assert abs(w.var() - limit**2 / 3) < 5 * limit**2 * np.sqrt(4 / 45 / w.size)
+  assert abs(w.mean()) < 5 * limit / np.sqrt(3 * w.size)
+
+
+def test_config_fields_reach_the_model_and_the_penalty():
+  config = config_lib.get_config("quick")
+  config.init, config.kernel_size = "keras_glorot_uniform", 3
+  data = active_learning.load_pool_and_test(config)
+  model = active_learning.Programs(config, *data).make(nnx.Rngs(params=0, dropout=0))
+  assert model.conv1.kernel.shape[:2] == (3, 3)
+  limit = np.sqrt(6.0 / (9 + 32))
+  assert np.abs(np.asarray(model.conv1.kernel[...])).max() <= limit
+  assert np.abs(np.asarray(model.conv1.kernel[...])).max() > 0.9 * limit
+  # The penalty covers exactly the kernels named in config.weight_decay_layers.
+  squares = {name: float(jnp.sum(getattr(model, name).kernel[...] ** 2))
+             for name in active_learning.DECAY_LAYERS}
+  for layers in [(), ("dense1",), ("dense1", "dense2"), ("conv1", "dense2")]:
+    np.testing.assert_allclose(active_learning.decayed_sum_of_squares(model, layers),
+                               sum(squares[n] for n in layers), rtol=1e-6)

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 import dropjax
-from dropjax.mc import mc_predict, mc_sample, module_forward
+from dropjax.mc import mc_predict, mc_running_means, mc_sample, module_forward
 from dropjax.models import MLP
 
 
@@ -143,3 +143,29 @@ def test_sharding_over_four_devices_keeps_every_sample():
   result = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env, capture_output=True,
                           text=True, timeout=300)
   assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 4, 7, 64])
+def test_running_means_are_the_means_of_the_first_k_samples(chunk_size):
+  forward = lambda k, x: jax.nn.softmax(dropjax.dropout(k, x, 0.5))
+  x = jax.random.normal(jax.random.key(1), (9, 5))
+  ks = (1, 2, 5, 13, 40)
+  samples = mc_sample(forward, jax.random.key(3), x, max(ks))
+  expected = jnp.stack([samples[:k].mean(0) for k in ks])
+  got = jax.jit(lambda key, x: mc_running_means(forward, key, x, ks, chunk_size=chunk_size))(
+      jax.random.key(3), x)
+  # The same samples summed in another order: equal up to float32 rounding of 40 terms.
+  np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+  # k = 1 is sample 0 itself, whatever the chunking.
+  np.testing.assert_array_equal(got[0], samples[0])
+
+
+def test_running_means_of_a_model_converge_to_the_mc_predictive():
+  model = MLP(6, [32], 3, input_rate=0.2, hidden_rate=0.5, rngs=nnx.Rngs(params=0, dropout=1))
+  forward = module_forward(model)
+  x = jax.random.normal(jax.random.key(2), (11, 6))
+  probs = lambda k, x: jax.nn.softmax(forward(k, x))
+  means = mc_running_means(probs, jax.random.key(5), x, (10, 100), chunk_size=16)
+  np.testing.assert_allclose(means[1], mc_predict(forward, jax.random.key(5), x, 100),
+                             rtol=0, atol=1e-5)
+  assert not np.allclose(means[0], means[1])  # fewer samples, another estimate
