@@ -104,9 +104,11 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
 
 
 def write_csv_atomic(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]]) -> None:
+  """Writes ``rows`` as CSV, atomically. The columns are every key of any row, in the order
+  they first appear; a row without a column leaves its cell empty."""
   buffer = io.StringIO()
   if rows:
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
     writer.writeheader()
     writer.writerows(rows)
   write_text_atomic(path, buffer.getvalue())

@@ -263,60 +263,94 @@ def _stream_samples(sample, key, reference, num_samples, chunk_size):
 
 # Concrete dropout on the same network (Gal, Hron & Kendall 2017): learned rates on the
 # input and the hidden layer, and a heteroscedastic head (mean, log-variance) as in the
-# reference notebook, so no tau has to be searched.
+# reference notebook, so no tau has to be searched. The notebook gives each head its own
+# ConcreteDropout layer (yaringal/ConcreteDropout at 0cb396d, concrete-dropout-keras.ipynb
+# raw lines 271-272: one wrapper around each output Dense); ``separate_heads=False``
+# shares one hidden rate and mask between the two heads instead.
+
+# The rates of each head layout, in the order `concrete_rates` returns them.
+CONCRETE_RATES = {False: ("input", "hidden"), True: ("input", "mean_head", "log_var_head")}
 
 
 def init_concrete_regressor(key: jax.Array, in_features: int, hidden: int,
-                            init_rate: float = 0.1) -> Params:
-  """Glorot kernels, zero biases, both rates at ``init_rate`` (logits are trained)."""
+                            init_rate: float = 0.1, *, separate_heads: bool = False) -> Params:
+  """Glorot kernels, zero biases, every rate at ``init_rate`` (logits are trained).
+
+  Args:
+    key: the initialisation key.
+    in_features: input features.
+    hidden: hidden units.
+    init_rate: the starting dropout probability of every Concrete layer.
+    separate_heads: one Concrete layer per output head (the reference notebook) instead
+      of one shared by both heads.
+  """
   k1, k2, k3 = jax.random.split(key, 3)
   base = init_regressor(k1, in_features, hidden)
   mean_head = init_regressor(k2, in_features, hidden)["w2"]
   log_var_head = init_regressor(k3, in_features, hidden)["w2"]
   logit = jnp.float32(np.log(init_rate) - np.log1p(-init_rate))
   return {"w1": base["w1"], "b1": base["b1"], "w_mean": mean_head, "b_mean": jnp.zeros(1),
-          "w_log_var": log_var_head, "b_log_var": jnp.zeros(1), "logit_input": logit,
-          "logit_hidden": logit}
+          "w_log_var": log_var_head, "b_log_var": jnp.zeros(1),
+          **{f"logit_{name}": logit for name in CONCRETE_RATES[separate_heads]}}
 
 
-def concrete_rates(params: Params) -> tuple[jax.Array, jax.Array]:
-  """The learned (input, hidden) dropout rates."""
-  return jax.nn.sigmoid(params["logit_input"]), jax.nn.sigmoid(params["logit_hidden"])
+def has_separate_heads(params: Params) -> bool:
+  """Whether ``params`` give each output head its own Concrete layer."""
+  return "logit_mean_head" in params
+
+
+def concrete_rates(params: Params) -> dict[str, jax.Array]:
+  """The learned dropout rates by layer: ``input`` and ``hidden``, or ``input``,
+  ``mean_head`` and ``log_var_head`` with separate heads."""
+  return {name: jax.nn.sigmoid(params[f"logit_{name}"])
+          for name in CONCRETE_RATES[has_separate_heads(params)]}
 
 
 def concrete_regressor_forward(params: Params, key: jax.Array | None, x: jax.Array, *,
                                temperature: float = 0.1,
                                deterministic: bool = False) -> tuple[jax.Array, jax.Array]:
-  """``concrete(x) -> dense -> relu -> concrete -> (mean, log-variance)``, each ``(batch,)``."""
-  k_in, k_hidden = jax.random.split(key) if key is not None else (None, None)
-  p_in, p_hidden = concrete_rates(params)
-  h = concrete_dropout(k_in, x, p_in, temperature=temperature, deterministic=deterministic)
-  h = jax.nn.relu(h @ params["w1"] + params["b1"])
-  h = concrete_dropout(k_hidden, h, p_hidden, temperature=temperature,
-                       deterministic=deterministic)
-  return ((h @ params["w_mean"] + params["b_mean"])[..., 0],
-          (h @ params["w_log_var"] + params["b_log_var"])[..., 0])
+  """``concrete(x) -> dense -> relu -> concrete -> (mean, log-variance)``, each ``(batch,)``;
+  with separate heads, each head has its own Concrete layer on the hidden units."""
+  separate = has_separate_heads(params)
+  # Two keys for the shared layout, as before separate heads existed (same masks).
+  count = 3 if separate else 2
+  keys = jax.random.split(key, count) if key is not None else (None,) * count
+  rates = concrete_rates(params)
+  drop = lambda k, h, p: concrete_dropout(k, h, p, temperature=temperature,
+                                          deterministic=deterministic)
+  h = jax.nn.relu(drop(keys[0], x, rates["input"]) @ params["w1"] + params["b1"])
+  if separate:
+    h_mean = drop(keys[1], h, rates["mean_head"])
+    h_log_var = drop(keys[2], h, rates["log_var_head"])
+  else:
+    h_mean = h_log_var = drop(keys[1], h, rates["hidden"])
+  return ((h_mean @ params["w_mean"] + params["b_mean"])[..., 0],
+          (h_log_var @ params["w_log_var"] + params["b_log_var"])[..., 0])
 
 
 def concrete_loss(n_train: int, length_scale: float, temperature: float = 0.1) -> LossFn:
-  """Heteroscedastic NLL (up to constants) + the Concrete penalties of both layers.
+  """Heteroscedastic NLL (up to constants) + the Concrete penalties of every layer.
 
   ``weight_regularizer = l**2 / N`` and ``dropout_regularizer = 2 / N``: the reference
-  notebook's choice for this loss.
+  notebook's choice for this loss. Each Concrete layer's penalty covers the kernels it
+  feeds: the first layer's, then both heads' (shared) or each head's own (separate).
   """
   wr, dr = length_scale**2 / n_train, 2.0 / n_train
 
   def loss_fn(params, key, xb, yb, weight):
     mean, log_var = concrete_regressor_forward(params, key, xb, temperature=temperature)
     nll = jnp.sum(weight * (jnp.exp(-log_var) * (yb - mean) ** 2 + log_var)) / jnp.sum(weight)
-    p_in, p_hidden = concrete_rates(params)
-    penalty = (
-        concrete_dropout_regularizer(params["w1"], p_in, input_dim=xb.shape[-1],
-                                     weight_regularizer=wr, dropout_regularizer=dr)
-        + concrete_dropout_regularizer((params["w_mean"], params["w_log_var"]), p_hidden,
-                                       input_dim=params["w1"].shape[1],
-                                       weight_regularizer=wr, dropout_regularizer=dr))
-    return nll + penalty
+    rates = concrete_rates(params)
+    penalty = lambda kernels, p, dim: concrete_dropout_regularizer(
+        kernels, p, input_dim=dim, weight_regularizer=wr, dropout_regularizer=dr)
+    hidden = params["w1"].shape[1]
+    total = penalty(params["w1"], rates["input"], xb.shape[-1])
+    if has_separate_heads(params):
+      total += (penalty(params["w_mean"], rates["mean_head"], hidden)
+                + penalty(params["w_log_var"], rates["log_var_head"], hidden))
+    else:
+      total += penalty((params["w_mean"], params["w_log_var"]), rates["hidden"], hidden)
+    return nll + total
 
   return loss_fn
 

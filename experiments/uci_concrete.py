@@ -63,7 +63,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def init(key):
     params = regression.init_concrete_regressor(key, ds.inputs.shape[1], ds.n_hidden,
-                                                config.init_rate)
+                                                config.init_rate,
+                                                separate_heads=config.separate_heads)
     return regression.TrainState(params, tx.init(params))
 
   state = jax.vmap(init)(streams[:, 0])
@@ -78,9 +79,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       jax.jit(segment, static_argnums=2), state,
       checkpoint=os.path.join(workdir, "train.npz"), total_epochs=total_epochs,
       segment_epochs=config.segment_epochs, label=f"{ds.name} concrete",
-      # Mean learned (input, hidden) rates over splits.
-      record=lambda st: np.asarray(jax.vmap(regression.concrete_rates)(st.params)).mean(1)
-      .tolist())
+      # Mean learned rates over splits, in the order of regression.CONCRETE_RATES.
+      record=lambda st: [float(np.mean(r)) for r in
+                         jax.vmap(regression.concrete_rates)(st.params).values()])
 
   def test_split(inputs):
     params, key, x, y, m, s = inputs
@@ -91,13 +92,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   stats, test_seconds = map_models_resumably(
       test_split, (state.params, streams[:, 3], x_test, y_test, y_mean, y_std),
       checkpoint=os.path.join(workdir, "test.npz"), label=f"{ds.name} concrete test")
-  p_input, p_hidden = (np.asarray(r) for r in jax.vmap(regression.concrete_rates)(state.params))
+  rates = {name: np.asarray(r)
+           for name, r in jax.vmap(regression.concrete_rates)(state.params).items()}
 
   grid = reporting.load_json(os.path.join(config.grid_workdir, ds.name, "results.json")) \
       if config.grid_workdir else None
   rows = []
   for s in range(n_splits):
-    row = {"split": s, "rate_input": float(p_input[s]), "rate_hidden": float(p_hidden[s]),
+    row = {"split": s, **{f"rate_{name}": float(r[s]) for name, r in rates.items()},
            "mc_rmse": float(stats.mc_rmse[s]), "log_likelihood": float(stats.log_likelihood[s]),
            "coverage_0.95": float(stats.coverage[s][-1])}
     if grid is not None:
@@ -109,20 +111,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   summary = {
       "dataset": ds.name, "n_splits": n_splits, "epochs": total_epochs,
       "mc_samples": config.mc_samples,
-      "rate_input": reporting.mean_se(p_input), "rate_hidden": reporting.mean_se(p_hidden),
+      "rate_names": list(rates),
+      **{f"rate_{name}": reporting.mean_se(r) for name, r in rates.items()},
       "mc_rmse": reporting.mean_se(stats.mc_rmse),
       "log_likelihood": reporting.mean_se(stats.log_likelihood),
       "weight_scaling_rmse": reporting.mean_se(stats.weight_scaling_rmse),
       "coverage_0.95": reporting.mean_se(np.asarray(stats.coverage)[:, -1]),
       "seconds": {"train": train_seconds, "test": test_seconds},
-      "rate_history": history, "rows": rows,
+      # rate_history[i]: the mean rates over splits (in rate_names' order) after epoch
+      # rate_history_epochs[i], one entry per training segment.
+      "rate_history": history,
+      "rate_history_epochs": [min((i + 1) * config.segment_epochs, total_epochs)
+                              for i in range(len(history))],
+      "rows": rows,
   }
   if grid is not None:
     grid_rates = [r["rate"] for r in grid["rows"][:n_splits]]
     summary["grid"] = {"rate": reporting.mean_se(grid_rates),
                        "mc_rmse": grid["mc_rmse"], "log_likelihood": grid["log_likelihood"]}
   io.write_json_atomic(results_path, summary)
-  logging.info("%s concrete: RMSE %.4f, LL %.4f, rates %.4f / %.4f", ds.name,
-               summary["mc_rmse"][0], summary["log_likelihood"][0], summary["rate_input"][0],
-               summary["rate_hidden"][0])
+  logging.info("%s concrete: RMSE %.4f, LL %.4f, rates %s", ds.name, summary["mc_rmse"][0],
+               summary["log_likelihood"][0],
+               {name: round(summary[f"rate_{name}"][0], 4) for name in rates})
   return summary

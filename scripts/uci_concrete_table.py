@@ -32,15 +32,19 @@ def main():
       continue
     grid = result.get("grid", {})
     seconds = sum(result["seconds"].values())
-    rows.append({"dataset": name, "rate_input": result["rate_input"][0],
-                 "rate_hidden": result["rate_hidden"][0], "grid_rate": grid.get("rate", [None])[0],
+    # Results written before separate heads existed name no layout: shared.
+    names = result.get("rate_names", ["input", "hidden"])
+    hidden = [n for n in names if n != "input"]
+    rows.append({"dataset": name, **{f"rate_{n}": result[f"rate_{n}"][0] for n in names},
+                 "grid_rate": grid.get("rate", [None])[0],
                  "rmse": result["mc_rmse"][0], "grid_rmse": grid.get("mc_rmse", [None])[0],
                  "ll": result["log_likelihood"][0],
                  "grid_ll": grid.get("log_likelihood", [None])[0],
                  "coverage_95": result["coverage_0.95"][0], "seconds": seconds})
     lines.append(
         f"| {name} | {result['n_splits']} | {fmt(result['rate_input'], 3)} | "
-        f"{fmt(result['rate_hidden'], 3)} | {fmt(grid.get('rate'), 3)} | "
+        f"{' / '.join(fmt(result[f'rate_{n}'], 3) for n in hidden)} | "
+        f"{fmt(grid.get('rate'), 3)} | "
         f"{fmt(result['mc_rmse'])} | {fmt(grid.get('mc_rmse'))} | "
         f"{fmt(result['log_likelihood'])} | {fmt(grid.get('log_likelihood'))} | "
         f"{100 * result['coverage_0.95'][0]:.1f} | {seconds / 60:.1f} min |")
@@ -49,14 +53,72 @@ def main():
       "(our run of the 2018 protocol) on the same splits, epochs and 10,000 MC samples. "
       "Mean ± standard error over splits. `bash scripts/reproduce_uci_concrete.sh`.",
       "",
+      "The hidden p is one rate shared by the mean and log-variance heads, or, with separate "
+      "heads (the reference notebook's layout), the mean head's / the log-variance head's.",
+      "",
       "| dataset | splits | learned p (input) | learned p (hidden) | grid p | RMSE (concrete) | "
       "RMSE (grid) | LL (concrete) | LL (grid) | 95% PI coverage % | time |",
       "|---|---|---|---|---|---|---|---|---|---|---|",
   ]
+  _plot_rates(args.workdir, os.path.join(args.out, "uci_concrete_rates.png"))
+  configs = (reporting.load_json(os.path.join(args.workdir, r["dataset"], "config.json"))
+             for r in rows)
+  config = next((c for c in configs if c is not None), None)
+  footer = ["", "Protocol (the reference: yaringal/ConcreteDropout at 0cb396d, "
+            "concrete-dropout-keras.ipynb, raw lines of the .ipynb file; it holds the synthetic "
+            "experiment only, no UCI code):", "",
+            reporting.protocol_table(protocol_rows(config))] if config else []
   io.write_text_atomic(os.path.join(args.out, "uci-concrete-table.md"),
-                       "\n".join(header + lines) + "\n")
+                       "\n".join(header + lines + footer) + "\n")
   io.write_csv_atomic(os.path.join(args.out, "uci_concrete_table.csv"), rows)
   print("\n".join(header + lines))
+
+
+def protocol_rows(config: dict) -> list[dict[str, str]]:
+  """Our settings (from a dataset's recorded config) beside the reference notebook's."""
+  layout = ("input, and one per output head (mean, log-variance)" if config.get("separate_heads")
+            else "input, and one hidden layer shared by both heads")
+  rows = [
+      ("Concrete layers", layout, "one per dense layer, each head its own (5 in all)",
+       "L268-272"),
+      ("regularisers", f"weight l^2/N with l = {config['length_scale']:g}, dropout 2/N",
+       "wd = l^2/N, dd = 2/N; l = 1e-4 on the synthetic task", "L180, L264-265"),
+      ("initial p, temperature", f"{config['init_rate']:g}, {config['temperature']:g}",
+       "0.1 (init_min = init_max), 0.1", "L81-82, L129"),
+      ("network", "one hidden layer (50 units; 100 for Protein), heteroscedastic head",
+       "3 x 1024 ReLU, heteroscedastic head (synthetic task); the paper's UCI network was not "
+       "readable here", "L174, L268-272"),
+      ("training", f"Adam, batch {config['batch_size']}, n_epochs.txt x "
+       f"{config['epochs_multiplier']} epochs (12,000-24,000 steps)",
+       "Adam, batch 20, 2-2,000 epochs by N (about 1,000-2,000 steps)", "L170-179, L282-285"),
+      ("MC samples at test", f"{config['mc_samples']}", "20", "L177"),
+      ("test log-likelihood", "per point: log-mean-exp over samples, then the mean",
+       "log-mean-exp over samples of the sum over points, / N", "L320-326"),
+  ]
+  return [{"setting": a, "ours": b, "reference": c, "source": d} for a, b, c, d in rows]
+
+
+def _plot_rates(workdir: str, path: str) -> None:
+  """Learned p against epochs (mean over splits), one panel per dataset."""
+  results = {name: reporting.load_json(os.path.join(workdir, name, "results.json"))
+             for name in uci.UCI_DATASETS}
+  results = {n: r for n, r in results.items() if r is not None and r.get("rate_history")}
+  if not results:
+    return
+  plt = reporting.pyplot()
+  fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.5), squeeze=False)
+  for ax, (name, result) in zip(axes[0], results.items(), strict=True):
+    names = result.get("rate_names", ["input", "hidden"])
+    history = result["rate_history"]
+    segment = result["epochs"] / len(history)
+    epochs = result.get("rate_history_epochs", [segment * (i + 1) for i in range(len(history))])
+    for j, rate in enumerate(names):
+      ax.plot(epochs, [h[j] for h in history], "o-", ms=3, label=f"p ({rate})")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_title(f"{name}: learned p (mean over splits)")
+    ax.legend(fontsize=8)
+  reporting.save_figure(fig, path)
 
 
 if __name__ == "__main__":

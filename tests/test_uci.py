@@ -206,14 +206,56 @@ def test_concrete_stats_match_a_direct_numpy_computation():
                              np.mean(np.abs(target - mu.mean(0)) <= z * std), atol=1.5 / 150)
 
 
-def test_concrete_loss_trains_both_rates():
+@pytest.mark.parametrize("separate_heads", [False, True])
+def test_concrete_loss_trains_every_rate(separate_heads):
   x, y = _toy()
-  params = regression.init_concrete_regressor(jax.random.key(0), 4, 16)
+  params = regression.init_concrete_regressor(jax.random.key(0), 4, 16,
+                                              separate_heads=separate_heads)
   loss_fn = regression.concrete_loss(150, 1e-2)
   grads = jax.grad(loss_fn)(params, jax.random.key(1), x, y, jnp.ones(150))
-  for name in ("logit_input", "logit_hidden"):
-    assert np.isfinite(grads[name]) and grads[name] != 0
-  np.testing.assert_allclose(regression.concrete_rates(params), [0.1, 0.1], rtol=1e-6)
+  names = regression.CONCRETE_RATES[separate_heads]
+  for name in names:
+    assert np.isfinite(grads[f"logit_{name}"]) and grads[f"logit_{name}"] != 0
+  rates = regression.concrete_rates(params)
+  assert list(rates) == list(names)
+  np.testing.assert_allclose(list(rates.values()), [0.1] * len(names), rtol=1e-6)
+
+
+def test_separate_heads_draw_their_own_masks_and_penalties():
+  x, y = _toy()
+  shared = regression.init_concrete_regressor(jax.random.key(0), 4, 16)
+  separate = regression.init_concrete_regressor(jax.random.key(0), 4, 16, separate_heads=True)
+  key = jax.random.key(3)
+  # With every rate at 0 the masks keep everything: both layouts give the same outputs.
+  zero = -30.0
+  out_shared = regression.concrete_regressor_forward(
+      {**shared, "logit_input": zero, "logit_hidden": zero}, key, x)
+  out_separate = regression.concrete_regressor_forward(
+      {**separate, **{f"logit_{n}": zero for n in ("input", "mean_head", "log_var_head")}},
+      key, x)
+  np.testing.assert_allclose(out_shared, out_separate, rtol=1e-5, atol=1e-6)
+  # A rate on the log-variance head alone leaves the mean head deterministic.
+  only_log_var = {**separate, "logit_input": zero, "logit_mean_head": zero,
+                  "logit_log_var_head": 0.0}
+  means = [regression.concrete_regressor_forward(only_log_var, jax.random.key(i), x)
+           for i in range(3)]
+  np.testing.assert_allclose(means[0][0], means[1][0], rtol=1e-6)
+  assert not np.allclose(means[0][1], means[1][1])
+  # Separate heads: the loss's penalty is the sum of one penalty per layer.
+  loss_fn = regression.concrete_loss(150, 1e-2)
+  no_data = jnp.zeros(150)  # weight 0 everywhere: the NLL term is 0 / 0 -> use one point
+  weight = no_data.at[0].set(1.0)
+  total = loss_fn(separate, key, x, y, weight)
+  mean, log_var = regression.concrete_regressor_forward(separate, key, x)
+  nll = jnp.exp(-log_var[0]) * (y[0] - mean[0]) ** 2 + log_var[0]
+  rates = regression.concrete_rates(separate)
+  wr, dr = 1e-4 / 150, 2.0 / 150
+  expected = sum(
+      regression.concrete_dropout_regularizer(
+          kernel, rates[name], input_dim=dim, weight_regularizer=wr, dropout_regularizer=dr)
+      for kernel, name, dim in ((separate["w1"], "input", 4), (separate["w_mean"], "mean_head", 16),
+                                (separate["w_log_var"], "log_var_head", 16)))
+  np.testing.assert_allclose(total, nll + expected, rtol=1e-5)
 
 
 def test_concrete_quick_run_learns_rates_and_resumes(data_dir, tmp_path):
@@ -222,7 +264,8 @@ def test_concrete_quick_run_learns_rates_and_resumes(data_dir, tmp_path):
   summary = uci_concrete.train_and_evaluate(config, str(tmp_path))
   assert summary["n_splits"] == 2 and np.isfinite(summary["log_likelihood"][0])
   for row in summary["rows"]:
-    assert 0 < row["rate_input"] < 1 and 0 < row["rate_hidden"] < 1
+    assert 0 < row["rate_input"] < 1
+    assert 0 < row["rate_mean_head"] < 1 and 0 < row["rate_log_var_head"] < 1
     assert row["rate_input"] != pytest.approx(0.1, abs=1e-6)  # it moved
   os.remove(os.path.join(tmp_path, "yacht", "results.json"))  # the finished checkpoint is kept
   again = uci_concrete.train_and_evaluate(config, str(tmp_path))

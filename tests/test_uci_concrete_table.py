@@ -1,0 +1,49 @@
+"""The Concrete UCI table script on results of both head layouts."""
+
+import importlib.util
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script():
+  spec = importlib.util.spec_from_file_location(
+      "uci_concrete_table", os.path.join(ROOT, "scripts", "uci_concrete_table.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _result(names, history):
+  pair = [0.5, 0.1]
+  return {"n_splits": 2, "epochs": 1000, "mc_rmse": pair, "log_likelihood": [-2.0, 0.1],
+          "coverage_0.95": [0.9, 0.01], "seconds": {"train": 60.0, "test": 6.0},
+          "rate_history": history, **({"rate_names": names} if names else {}),
+          **{f"rate_{n}": [0.01 * (i + 1), 0.001] for i, n in enumerate(names or
+                                                                       ["input", "hidden"])}}
+
+
+def test_table_shows_shared_and_separate_heads_and_plots_p_against_epochs(tmp_path, monkeypatch):
+  work, out = tmp_path / "work", tmp_path / "out"
+  for name, result in (
+      ("yacht", _result(["input", "mean_head", "log_var_head"],
+                        [[0.1, 0.1, 0.1], [0.05, 0.2, 0.3]])),
+      ("bostonHousing", _result(None, [[0.1, 0.1], [0.02, 0.05]])),  # written before the layouts
+  ):
+    (work / name).mkdir(parents=True)
+    (work / name / "results.json").write_text(json.dumps(result))
+  config = {"separate_heads": True, "length_scale": 0.01, "init_rate": 0.1, "temperature": 0.1,
+            "batch_size": 128, "epochs_multiplier": 100, "mc_samples": 10000}
+  (work / "yacht" / "config.json").write_text(json.dumps(config))
+  out.mkdir()
+  monkeypatch.setattr(sys, "argv", ["uci_concrete_table.py", "--workdir", str(work),
+                                    "--out", str(out)])
+  _script().main()
+  table = (out / "uci-concrete-table.md").read_text()
+  assert "| yacht | 2 | 0.010 ± 0.001 | 0.020 ± 0.001 / 0.030 ± 0.001 |" in table
+  assert "| bostonHousing | 2 | 0.010 ± 0.001 | 0.020 ± 0.001 |" in table
+  assert (out / "uci_concrete_rates.png").stat().st_size > 0
+  assert "| setting | ours | reference | source |" in table
+  assert "one per output head" in table
