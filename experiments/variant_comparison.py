@@ -394,6 +394,63 @@ def _plot(paired, path):
 TUNE_METRICS = ("nll_mc", "nll_det", "brier_mc", "brier_det", "ece_mc", "ece_det")
 
 
+# Srivastava et al. 2014, Table 2 (MNIST test error %), as summarised in
+# ../shared/reference/published-results.md §3 (no copy of the paper is held here).
+PUBLISHED_MNIST = (
+    ("Standard NN, logistic, 2 x 800 (Simard et al. 2003)", 1.60),
+    ("Dropout NN, logistic, 3 x 1024", 1.35),
+    ("Dropout NN, ReLU, 3 x 1024", 1.25),
+    ("Dropout NN + max-norm, ReLU, 3 x 1024", 1.06),
+)
+PUBLISHED_SOURCE = "Srivastava et al. 2014, Table 2 and App. B.1 (published-results.md §3)"
+
+
+def published_mnist_section(config: ml_collections.ConfigDict, data: SplitDataset,
+                            rows: list[dict[str, Any]], paired: list[dict[str, Any]]) -> str:
+  """Srivastava et al.'s MNIST errors beside ours (no dropout and standard dropout, weight
+  scaling as theirs), with the protocol table that says how far apart the setups are."""
+  by_variant = {r["variant"]: r for r in rows}
+  ours = []
+  for variant in ("none", "dropout"):
+    if variant in by_variant:
+      r = by_variant[variant]
+      ours.append((f"ours: {variant}, residual CNN {tuple(config.channels)}",
+                   reporting.format_mean_se(100 * (1 - r["accuracy_det"]),
+                                            100 * r["accuracy_det_se"], ".2f")))
+  table = ["| model | test error % (weight scaling) | source |", "|---|---|---|",
+           *[f"| {name} | {error:.2f} | {PUBLISHED_SOURCE} |" for name, error in PUBLISHED_MNIST],
+           *[f"| {name} | {error} | this run, mean ± s.e. over {config.num_seeds} seeds |"
+             for name, error in ours]]
+  gap = next((p for p in paired if p["variant"] == "dropout" and p["baseline"] == "none"), None)
+  text = ""
+  if gap is not None:
+    decided = "more" if gap["accuracy_det_decided"] else "not more"
+    text = (f"Dropout minus no dropout, paired by seed: "
+            f"{100 * gap['accuracy_det']:+.2f} ± {100 * gap['accuracy_det_se']:.2f} points of "
+            f"accuracy ({decided} than 2 s.e.). In Table 2 dropout lowers the error of much "
+            "larger MLPs trained far longer; the rows are not the same experiment.\n\n")
+  protocol = [
+      ("network", f"residual CNN, channels {tuple(config.channels)}, dense "
+       f"{config.dense_features}", "MLPs, 3 x 1024 (ReLU or logistic); 2 x 800 for the "
+       "standard net", PUBLISHED_SOURCE),
+      ("training images", f"{data.train.images.shape[0]} (validation "
+       f"{data.validation.images.shape[0]} held out)", "60,000", PUBLISHED_SOURCE),
+      ("training", f"Adam lr {config.learning_rate:g}, batch {config.batch_size}, "
+       f"{config.epochs} epochs", "SGD, momentum 0.5 to 0.95, learning-rate decay, about "
+       "1e6 updates", PUBLISHED_SOURCE),
+      ("dropout rates", "each variant's, tuned on the validation split (table above)",
+       "keep 0.8 on the input, 0.5 on hidden units", PUBLISHED_SOURCE),
+      ("max-norm", "none", "on the max-norm rows only", PUBLISHED_SOURCE),
+      ("test set", f"all {data.test.images.shape[0]} images", "the 10,000 test images",
+       PUBLISHED_SOURCE),
+  ]
+  return ("\n**Published MNIST numbers beside ours** (Srivastava et al. 2014, Table 2; "
+          "theirs are single numbers, ours mean ± s.e.):\n\n" + "\n".join(table) + "\n\n"
+          + text + "Protocol:\n\n" + reporting.protocol_table(
+              [{"setting": a, "ours": b, "reference": c, "source": d}
+               for a, b, c, d in protocol]))
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Refuses a tuning setup that cannot run, before anything is trained or recorded."""
   if config.tune_metric not in TUNE_METRICS:
@@ -523,11 +580,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "minus `none`).\n\n"
       + reporting.markdown_table(_mean_se_cells(bn_summary, METRICS), (
           ("batch_norm", "BatchNorm", "s"), *metric_columns, *delta_columns))
-      + f"\n**LSTM on the digits read row by row** (8 steps, {n} seeds), variational vs "
-      "naive dropout (Δ: minus no dropout).\n\n"
+      + f"\n**LSTM on the {config.dataset} images read row by row** "
+      f"({data.train.images.shape[1]} steps, {n} seeds), variational vs naive dropout (Δ: "
+      "minus no dropout).\n\n"
       + reporting.markdown_table(_mean_se_cells(lstm_summary, METRICS), (
           ("lstm", "dropout", "s"), *metric_columns, *delta_columns))
   )
+  if config.dataset == "mnist":
+    extra += published_mnist_section(config, data, rows, paired)
   io.write_text_atomic(os.path.join(workdir, "results.md"), header + table + extra)
   csv_keys = ("variant", "scale", "conv_rate", "dense_rate", "validation_score",
               *(k for m in (*METRICS, "step_ms") for k in (m, f"{m}_se")), "overhead",

@@ -129,6 +129,11 @@ def test_runs_on_mnist_from_the_data_dir(data_dir, tmp_path):
   assert [r["variant"] for r in out["rows"]] == ["none", "dropblock"]
   assert all(0 <= r["accuracy_mc"] <= 1 for r in out["rows"])
   assert {r["train_examples"] for r in out["rate_sweep"]} == {26, 256}
+  text = (tmp_path / "results.md").read_text()
+  # Srivastava et al.'s Table 2 beside ours, with the protocol table that says how they differ.
+  assert "Dropout NN + max-norm, ReLU, 3 x 1024 | 1.06" in text
+  assert "| ours: none, residual CNN" in text and "| setting | ours | reference | source |" in text
+  assert "LSTM on the mnist images read row by row** (28 steps" in text
 
 
 @pytest.mark.parametrize("option", [None, "quick", "full", "mnist", "mnist_cpu"])
