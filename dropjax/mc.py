@@ -186,10 +186,14 @@ def mc_running_means(
       index = start + step * width + jnp.arange(width)
       outs = jax.vmap(forward, in_axes=(0, None))(
           jax.vmap(lambda i: jax.random.fold_in(key, i))(index), x)
-      weight = index < k
-      return jax.tree.map(
-          lambda c, o: c + jnp.tensordot(weight.astype(c.dtype), o.astype(c.dtype), axes=1),
-          carry, outs), None
+      used = index < k
+
+      def add(c, o):
+        # A select, not a product with 0: an inf or nan past k must not reach the sum.
+        mask = used.reshape((-1,) + (1,) * (o.ndim - 1))
+        return c + jnp.sum(jnp.where(mask, o.astype(c.dtype), 0), axis=0)
+
+      return jax.tree.map(add, carry, outs), None
 
     total, _ = jax.lax.scan(chunk_sum, total, jnp.arange(steps))
     means.append(jax.tree.map(lambda t, k=k: t / k, total))

@@ -72,8 +72,9 @@ def summarise_seeds(config: ml_collections.ConfigDict,
 
   A difference is decided when its mean over seeds is more than 2 s.e. from 0.
   ``k_match`` is the first k from which MC's mean error is at most weight scaling's at
-  every larger k; ``k_undecided`` the first k from which no larger k's difference is
-  decided (MC no longer distinguishable from weight scaling).
+  every larger k; ``k_not_worse`` the first k from which no larger k is decided worse than
+  weight scaling (the paper's "MC reaches weight scaling"); ``k_undecided`` the first k
+  from which no larger k's difference is decided either way.
   """
   ws = reporting.seed_statistics([r["ws_error"] for r in runs])
   rows = []
@@ -97,6 +98,7 @@ def summarise_seeds(config: ml_collections.ConfigDict,
 
   return {"ws_error": ws[0], "ws_error_se": ws[1], "rows": rows,
           "k_match": first_from(lambda r: r["mc_minus_ws"] <= 0),
+          "k_not_worse": first_from(lambda r: not (r["decided"] and r["mc_minus_ws"] > 0)),
           "k_undecided": first_from(lambda r: not r["decided"]),
           "num_seeds": len(runs), "test_images": runs[0]["test_images"],
           "train_seconds": sum(r["train_seconds"] for r in runs),
@@ -180,7 +182,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         f"config.num_seeds must be an integer >= 2 (a standard error needs two seeds); got "
         f"{config.num_seeds!r}.")
   ks = tuple(config.ks)
-  if not ks or any(b <= a for a, b in itertools.pairwise(ks)):
+  if not ks or any(b <= a for a, b in itertools.pairwise(ks)):  # positive: check_fields
     raise config_checks.ConfigError(
         f"config.ks must be strictly increasing sample counts; got {ks}.")
   if config.exact_units > 20:
@@ -237,13 +239,14 @@ def findings(summary: dict[str, Any], published_k_match: int) -> list[str]:
 
   out = [f"MC(k) - weight scaling at k = {first['k']}: {diff(first)}; at k = {last['k']}: "
          f"{diff(last)}."]
-  k_und = summary["k_undecided"]
-  if k_und is None:
-    out.append(f"MC stays distinguishable from weight scaling up to k = {last['k']}: the "
-               f"paper's match at k = about {published_k_match} is not reproduced.")
+  k_reach = summary["k_not_worse"]
+  if k_reach is None:
+    out.append(f"MC stays worse than weight scaling by more than 2 s.e. up to k = "
+               f"{last['k']}: the paper's match at k = about {published_k_match} is not "
+               "reproduced.")
   else:
-    out.append(f"From k = {k_und} on, no difference from weight scaling is decided "
-               f"(paper: MC reaches weight scaling at k = about {published_k_match}).")
+    out.append(f"From k = {k_reach} on, MC is never worse than weight scaling by more than "
+               f"2 s.e. (paper: MC reaches weight scaling at k = about {published_k_match}).")
   if last["decided"]:
     side = "worse" if last["mc_minus_ws"] > 0 else "better"
     out.append(f"At k = {last['k']} MC is {side} than weight scaling by more than 2 s.e. "
@@ -290,19 +293,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f"{config.epochs} epochs, {summary['num_seeds']} seeds, k up to {max(config.ks)}; "
       f"training {summary['train_seconds']:.0f}s, MC {summary['mc_seconds']:.0f}s, "
       f"this invocation {wall:.0f}s). Mean ± s.e. over seeds.", "",
-      "| | k where MC error reaches weight scaling | k from which MC - WS is not decided | "
+      "| | k where MC error reaches weight scaling | k from which MC is never decided worse | "
       "weight-scaling error | MC error at the largest k |",
       "|---|---|---|---|---|",
       f"| Srivastava et al. 2014, Fig. 11 (MNIST, read off the plot) | "
       f"~{config.published_k_match} | ~{config.published_k_match} (within one std) | "
       "~1.1-1.3% | within 1 std |",
-      f"| ours | {summary['k_match'] or beyond} | {summary['k_undecided'] or beyond} | "
+      f"| ours | {summary['k_match'] or beyond} | {summary['k_not_worse'] or beyond} | "
       f"{percent(summary['ws_error'], summary['ws_error_se'])} | "
       f"{percent(mc_last['mc_error'], mc_last['mc_error_se'])} |", "",
       *[f"- {line}" for line in findings(summary, config.published_k_match)], "",
       "MC(k) - WS: the error-rate difference paired by seed (mean ± s.e. over seeds; "
       "decided: more than 2 s.e. from 0); seeds decided: how many seeds' own 95% interval, "
-      "paired over the test images (McNemar's setting), excludes 0.", "",
+      "paired over the test images (McNemar's setting), excludes 0. With "
+      f"{summary['num_seeds']} seeds a difference with no true effect passes 2 s.e. with "
+      f"probability {reporting.chance_of_two_se(summary['num_seeds']):.2f} (Student's t), at "
+      f"each of the {len(config.ks)} k: one isolated mark is a lead, not a finding.", "",
       reporting.markdown_table([{**r, "decided": "yes" if r["decided"] else "no"}
                                 for r in summary["rows"]], (
           ("k", "k", "d"), ("mc_error", "MC error", ".4f"), ("mc_error_se", "s.e.", ".4f"),

@@ -52,10 +52,11 @@ def train_in_segments(
 
   ``run_segment(state, first_epoch, num_epochs) -> (state, losses)``. A checkpoint found at
   ``checkpoint`` is resumed from. ``record(state)``, if given, is called after every
-  segment; its values are kept in the checkpoint, so they survive a resume.
+  segment and kept as ``{"epoch": epochs trained, "value": record(state)}`` in the
+  checkpoint, so the records survive a resume (even one with another segment length).
 
   Returns:
-    ``(state, training seconds over all invocations, recorded values)``.
+    ``(state, training seconds over all invocations, records)``.
   """
   epoch, train_seconds, history = 0, 0.0, []
   if os.path.exists(checkpoint):
@@ -73,7 +74,7 @@ def train_in_segments(
     epoch += length
     train_seconds += time.perf_counter() - tic
     if record is not None:
-      history.append(record(state))
+      history.append({"epoch": epoch, "value": record(state)})
     save_checkpoint(checkpoint, {"state": state},
                     {"epoch": epoch, "train_seconds": train_seconds, "history": history})
     elapsed = time.perf_counter() - start

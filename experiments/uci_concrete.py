@@ -41,6 +41,14 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   config_checks.check_initial_rate(config)
 
 
+def learned_rates(params: Any) -> dict[str, np.ndarray]:
+  """Every split's learned rates (``params`` stacked over splits), by layer in the order
+  of `regression.CONCRETE_RATES` (a vmapped dict comes back with its keys sorted)."""
+  rates = jax.vmap(regression.concrete_rates)(params)
+  names = regression.CONCRETE_RATES[regression.has_separate_heads(params)]
+  return {name: np.asarray(rates[name]) for name in names}
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains and tests concrete dropout on every split of ``config.dataset``."""
   ds, workdir, results_path, finished = open_dataset_workdir(config, workdir)
@@ -80,8 +88,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       checkpoint=os.path.join(workdir, "train.npz"), total_epochs=total_epochs,
       segment_epochs=config.segment_epochs, label=f"{ds.name} concrete",
       # Mean learned rates over splits, in the order of regression.CONCRETE_RATES.
-      record=lambda st: [float(np.mean(r)) for r in
-                         jax.vmap(regression.concrete_rates)(st.params).values()])
+      record=lambda st: [float(np.mean(r)) for r in learned_rates(st.params).values()])
 
   def test_split(inputs):
     params, key, x, y, m, s = inputs
@@ -92,8 +99,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   stats, test_seconds = map_models_resumably(
       test_split, (state.params, streams[:, 3], x_test, y_test, y_mean, y_std),
       checkpoint=os.path.join(workdir, "test.npz"), label=f"{ds.name} concrete test")
-  rates = {name: np.asarray(r)
-           for name, r in jax.vmap(regression.concrete_rates)(state.params).items()}
+  rates = learned_rates(state.params)
 
   grid = reporting.load_json(os.path.join(config.grid_workdir, ds.name, "results.json")) \
       if config.grid_workdir else None
@@ -118,11 +124,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "weight_scaling_rmse": reporting.mean_se(stats.weight_scaling_rmse),
       "coverage_0.95": reporting.mean_se(np.asarray(stats.coverage)[:, -1]),
       "seconds": {"train": train_seconds, "test": test_seconds},
-      # rate_history[i]: the mean rates over splits (in rate_names' order) after epoch
-      # rate_history_epochs[i], one entry per training segment.
+      # One entry per training segment: the epochs trained and the mean rates over
+      # splits then, in rate_names' order.
       "rate_history": history,
-      "rate_history_epochs": [min((i + 1) * config.segment_epochs, total_epochs)
-                              for i in range(len(history))],
       "rows": rows,
   }
   if grid is not None:

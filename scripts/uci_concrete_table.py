@@ -61,37 +61,47 @@ def main():
       "|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   _plot_rates(args.workdir, os.path.join(args.out, "uci_concrete_rates.png"))
-  configs = (reporting.load_json(os.path.join(args.workdir, r["dataset"], "config.json"))
-             for r in rows)
-  config = next((c for c in configs if c is not None), None)
+  configs = {r["dataset"]: reporting.load_json(
+      os.path.join(args.workdir, r["dataset"], "config.json")) for r in rows}
+  configs = {name: c for name, c in configs.items() if c is not None}
   footer = ["", "Protocol (the reference: yaringal/ConcreteDropout at 0cb396d, "
             "concrete-dropout-keras.ipynb, raw lines of the .ipynb file; it holds the synthetic "
             "experiment only, no UCI code):", "",
-            reporting.protocol_table(protocol_rows(config))] if config else []
+            reporting.protocol_table(protocol_rows(configs))] if configs else []
   io.write_text_atomic(os.path.join(args.out, "uci-concrete-table.md"),
                        "\n".join(header + lines + footer) + "\n")
   io.write_csv_atomic(os.path.join(args.out, "uci_concrete_table.csv"), rows)
   print("\n".join(header + lines))
 
 
-def protocol_rows(config: dict) -> list[dict[str, str]]:
-  """Our settings (from a dataset's recorded config) beside the reference notebook's."""
-  layout = ("input, and one per output head (mean, log-variance)" if config.get("separate_heads")
-            else "input, and one hidden layer shared by both heads")
+def _ours(configs: dict[str, dict], describe) -> str:
+  """``describe(config)`` if every dataset's config gives the same text, else per dataset."""
+  texts = {name: describe(c) for name, c in configs.items()}
+  if len(set(texts.values())) == 1:
+    return next(iter(texts.values()))
+  return "; ".join(f"{name}: {text}" for name, text in texts.items())
+
+
+def protocol_rows(configs: dict[str, dict]) -> list[dict[str, str]]:
+  """Our settings (from each dataset's recorded config) beside the reference notebook's."""
+  layout = _ours(configs, lambda c: "input, and one per output head (mean, log-variance)"
+                 if c.get("separate_heads") else "input, and one hidden layer shared by both heads")
+  config = lambda describe: _ours(configs, describe)
   rows = [
       ("Concrete layers", layout, "one per dense layer, each head its own (5 in all)",
        "L268-272"),
-      ("regularisers", f"weight l^2/N with l = {config['length_scale']:g}, dropout 2/N",
+      ("regularisers", config(lambda c: f"weight l^2/N with l = {c['length_scale']:g}, "
+                              "dropout 2/N"),
        "wd = l^2/N, dd = 2/N; l = 1e-4 on the synthetic task", "L180, L264-265"),
-      ("initial p, temperature", f"{config['init_rate']:g}, {config['temperature']:g}",
+      ("initial p, temperature", config(lambda c: f"{c['init_rate']:g}, {c['temperature']:g}"),
        "0.1 (init_min = init_max), 0.1", "L81-82, L129"),
-      ("network", "one hidden layer (50 units; 100 for Protein), heteroscedastic head",
+      ("network", "one hidden layer of the protocol's n_hidden.txt units, heteroscedastic head",
        "3 x 1024 ReLU, heteroscedastic head (synthetic task); the paper's UCI network was not "
        "readable here", "L174, L268-272"),
-      ("training", f"Adam, batch {config['batch_size']}, n_epochs.txt x "
-       f"{config['epochs_multiplier']} epochs (12,000-24,000 steps)",
+      ("training", config(lambda c: f"Adam, batch {c['batch_size']}, n_epochs.txt x "
+                          f"{c['epochs_multiplier']} epochs"),
        "Adam, batch 20, 2-2,000 epochs by N (about 1,000-2,000 steps)", "L170-179, L282-285"),
-      ("MC samples at test", f"{config['mc_samples']}", "20", "L177"),
+      ("MC samples at test", config(lambda c: f"{c['mc_samples']}"), "20", "L177"),
       ("test log-likelihood", "per point: log-mean-exp over samples, then the mean",
        "log-mean-exp over samples of the sum over points, / N", "L320-326"),
   ]
@@ -110,10 +120,12 @@ def _plot_rates(workdir: str, path: str) -> None:
   for ax, (name, result) in zip(axes[0], results.items(), strict=True):
     names = result.get("rate_names", ["input", "hidden"])
     history = result["rate_history"]
-    segment = result["epochs"] / len(history)
-    epochs = result.get("rate_history_epochs", [segment * (i + 1) for i in range(len(history))])
+    # Records written before they carried their epoch: equal segments from epoch 0.
+    epochs = [h["epoch"] if isinstance(h, dict) else result["epochs"] * (i + 1) / len(history)
+              for i, h in enumerate(history)]
+    values = [h["value"] if isinstance(h, dict) else h for h in history]
     for j, rate in enumerate(names):
-      ax.plot(epochs, [h[j] for h in history], "o-", ms=3, label=f"p ({rate})")
+      ax.plot(epochs, [v[j] for v in values], "o-", ms=3, label=f"p ({rate})")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
     ax.set_title(f"{name}: learned p (mean over splits)")

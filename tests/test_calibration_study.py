@@ -96,6 +96,7 @@ def test_models_follow_the_config():
     ("num_seeds", 1, ">= 2"),
     ("mc_samples", (10, 1), "strictly increasing"),
     ("rotation_order", 7, r"0\.\.5"),
+    ("angles", (15, 30), "must hold 0"),
 ])
 def test_bad_configs_are_refused(field, value, message):
   config = config_lib.get_config("quick")

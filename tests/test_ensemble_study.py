@@ -70,10 +70,18 @@ def test_k_match_and_k_undecided_need_every_larger_k():
   assert [r["decided"] for r in summary["rows"]] == [True, False, True, False, False]
   assert summary["k_undecided"] == 4
   assert summary["k_match"] == 4  # k=3 is worse on average; k=4 and 5 are at or below
+  assert summary["k_not_worse"] == 4
   never = _summary([[0.05, 0.06, 0.05], [0.03, 0.031, 0.029]])
   assert never["k_undecided"] is None and never["k_match"] is None
+  assert never["k_not_worse"] is None
   text = ensemble_interpretation.findings(never, 50)
   assert any("not reproduced" in line for line in text)
+  # MC clearly better than weight scaling at the largest k: reached, and said to be better.
+  better = _summary([[0.05, 0.06, 0.05], [-0.03, -0.031, -0.029]])
+  assert better["k_not_worse"] == 2 and better["k_undecided"] is None
+  text = ensemble_interpretation.findings(better, 50)
+  assert not any("not reproduced" in line for line in text)
+  assert any("MC is better than weight scaling by more than 2 s.e." in line for line in text)
 
 
 @pytest.mark.parametrize("field,value,message", [

@@ -267,6 +267,12 @@ def test_concrete_quick_run_learns_rates_and_resumes(data_dir, tmp_path):
     assert 0 < row["rate_input"] < 1
     assert 0 < row["rate_mean_head"] < 1 and 0 < row["rate_log_var_head"] < 1
     assert row["rate_input"] != pytest.approx(0.1, abs=1e-6)  # it moved
+  # The rates keep the model's order (a vmapped dict would sort them), and each record
+  # carries the epoch it was taken at.
+  assert summary["rate_names"] == ["input", "mean_head", "log_var_head"]
+  assert [h["epoch"] for h in summary["rate_history"]][-1] == summary["epochs"]
+  means = [np.mean([row[f"rate_{n}"] for row in summary["rows"]]) for n in summary["rate_names"]]
+  np.testing.assert_allclose(summary["rate_history"][-1]["value"], means, rtol=1e-5)
   os.remove(os.path.join(tmp_path, "yacht", "results.json"))  # the finished checkpoint is kept
   again = uci_concrete.train_and_evaluate(config, str(tmp_path))
   assert again["rows"] == summary["rows"]

@@ -29,7 +29,8 @@ def test_table_shows_shared_and_separate_heads_and_plots_p_against_epochs(tmp_pa
   work, out = tmp_path / "work", tmp_path / "out"
   for name, result in (
       ("yacht", _result(["input", "mean_head", "log_var_head"],
-                        [[0.1, 0.1, 0.1], [0.05, 0.2, 0.3]])),
+                        [{"epoch": 500, "value": [0.1, 0.1, 0.1]},
+                         {"epoch": 1000, "value": [0.05, 0.2, 0.3]}])),
       ("bostonHousing", _result(None, [[0.1, 0.1], [0.02, 0.05]])),  # written before the layouts
   ):
     (work / name).mkdir(parents=True)
@@ -46,4 +47,10 @@ def test_table_shows_shared_and_separate_heads_and_plots_p_against_epochs(tmp_pa
   assert "| bostonHousing | 2 | 0.010 ± 0.001 | 0.020 ± 0.001 |" in table
   assert (out / "uci_concrete_rates.png").stat().st_size > 0
   assert "| setting | ours | reference | source |" in table
-  assert "one per output head" in table
+  assert "one per output head" in table  # the only config recorded is yacht's
+  config["separate_heads"] = False
+  (work / "bostonHousing" / "config.json").write_text(json.dumps(config))
+  _script().main()
+  table = (out / "uci-concrete-table.md").read_text()
+  assert ("bostonHousing: input, and one hidden layer shared by both heads; yacht: input, and "
+          "one per output head") in table
