@@ -22,6 +22,7 @@ the allowed values.
 from __future__ import annotations
 
 import importlib
+import itertools
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -150,6 +151,22 @@ def check_choice(config: ml_collections.ConfigDict, name: str, allowed: Sequence
   bad = [v for v in items if v not in allowed]
   if bad:
     raise ConfigError(f"config.{name} = {value!r}: {bad[0]!r} is not one of {list(allowed)}.")
+
+
+def check_seed_count(config: ml_collections.ConfigDict, name: str = "num_seeds") -> None:
+  """Refuses ``config.<name>`` below 2: a standard error over seeds needs two."""
+  if not _is_int(config[name]) or config[name] < 2:
+    raise ConfigError(f"config.{name} must be an integer >= 2 (a standard error needs two "
+                      f"seeds); got {config[name]!r}.")
+
+
+def check_increasing(config: ml_collections.ConfigDict, name: str) -> None:
+  """Refuses an empty ``config.<name>`` or one that is not strictly increasing (sample
+  counts read as running means; positivity is `check_fields`' rule)."""
+  values = tuple(config[name])
+  if not values or any(b <= a for a, b in itertools.pairwise(values)):
+    raise ConfigError(f"config.{name} must be strictly increasing sample counts; got "
+                      f"{values}.")
 
 
 def check_initial_rate(config: ml_collections.ConfigDict) -> None:

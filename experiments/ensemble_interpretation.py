@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from typing import Any
@@ -177,14 +176,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     config_checks.ConfigError: naming the field and the allowed values.
   """
   config_checks.check_dataset(config)
-  if not isinstance(config.num_seeds, int) or config.num_seeds < 2:
-    raise config_checks.ConfigError(
-        f"config.num_seeds must be an integer >= 2 (a standard error needs two seeds); got "
-        f"{config.num_seeds!r}.")
-  ks = tuple(config.ks)
-  if not ks or any(b <= a for a, b in itertools.pairwise(ks)):  # positive: check_fields
-    raise config_checks.ConfigError(
-        f"config.ks must be strictly increasing sample counts; got {ks}.")
+  config_checks.check_seed_count(config)
+  config_checks.check_increasing(config, "ks")
   if config.exact_units > 20:
     raise config_checks.ConfigError(
         f"config.exact_units = {config.exact_units}: the exact comparison enumerates "
@@ -264,20 +257,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   train, test = data.train, data.test
   runs = []
   for seed in range(config.num_seeds):
-    path = os.path.join(workdir, "seeds", f"seed{seed}.json")
-    run = reporting.load_json(path)
-    if run is None:
-      run = seed_run(config, train, test, seed)
-      io.write_json_atomic(path, run)
+    run = reporting.load_or_compute(os.path.join(workdir, "seeds", f"seed{seed}.json"),
+                                    lambda seed=seed: seed_run(config, train, test, seed))
     logging.info("seed %d: weight scaling %.4f, MC at k = %d %.4f", seed, run["ws_error"],
                  run["per_k"][-1]["k"], run["per_k"][-1]["mc_error"])
     runs.append(run)
   summary = summarise_seeds(config, runs)
-  path = os.path.join(workdir, "exact.json")
-  exact = reporting.load_json(path)
-  if exact is None:
-    exact = exact_comparison(config, train, test)
-    io.write_json_atomic(path, exact)
+  exact = reporting.load_or_compute(os.path.join(workdir, "exact.json"),
+                                    lambda: exact_comparison(config, train, test))
   _plot(summary, os.path.join(workdir, "mc_vs_weight_scaling.png"), config.dataset)
   io.write_csv_atomic(os.path.join(workdir, "mc_vs_ws.csv"),
                       [{k: v for k, v in r.items() if k != "mc_minus_ws_seeds"}

@@ -12,7 +12,6 @@ Workdir: ``config.json``, ``seeds/seed{i}.json`` (one per seed: resumable), ``sh
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 from typing import Any
@@ -379,14 +378,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if not 0 < config.hparams.dropout.dropout_rate:
     raise config_checks.ConfigError(
         "config.hparams.dropout.dropout_rate must be above 0: MC dropout needs a rate.")
-  if not isinstance(config.num_seeds, int) or config.num_seeds < 2:
-    raise config_checks.ConfigError(
-        f"config.num_seeds must be an integer >= 2 (a standard error needs two seeds); got "
-        f"{config.num_seeds!r}.")
-  samples = tuple(config.mc_samples)
-  if not samples or any(b <= a for a, b in itertools.pairwise(samples)):
-    raise config_checks.ConfigError(
-        f"config.mc_samples must be strictly increasing sample counts; got {samples}.")
+  config_checks.check_seed_count(config)
+  config_checks.check_increasing(config, "mc_samples")
   if 0 not in tuple(config.angles) or len(config.angles) < 2:
     raise config_checks.ConfigError(
         f"config.angles = {tuple(config.angles)} must hold 0 (the clean test set) and at "
@@ -396,24 +389,16 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         f"config.rotation_order must be a spline order in 0..5; got {config.rotation_order!r}.")
 
 
-def _mean_se_rows(rows, keys):
-  return [{**{k: v for k, v in row.items() if k in ("method", "score")},
-           **{k: reporting.format_mean_se(row[k], row[f"{k}_se"]) for k in keys}}
-          for row in rows]
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   reporting.start_workdir(config, workdir)
   start = time.perf_counter()
   train, validation, test = datasets.load_splits(config)
   runs = []
   for seed in range(config.num_seeds):
-    path = os.path.join(workdir, "seeds", f"seed{seed}.json")
-    run = reporting.load_json(path)
-    if run is None:
-      run = seed_run(config, train, validation, test, seed)
-      io.write_json_atomic(path, run)
-      logging.info("seed %d done in %.0fs (T = %.3f)", seed, run["seconds"], run["temperature"])
+    run = reporting.load_or_compute(
+        os.path.join(workdir, "seeds", f"seed{seed}.json"),
+        lambda seed=seed: seed_run(config, train, validation, test, seed))
+    logging.info("seed %d: %.0fs (T = %.3f)", seed, run["seconds"], run["temperature"])
     runs.append(run)
   summary = summarise(config, runs)
   found = findings(config, runs)
@@ -428,9 +413,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f"{config.num_seeds} seeds; {config.ece_bins}-bin ECE; mean ± s.e. over seeds; training "
       f"and evaluation {seconds:.0f}s, this invocation {time.perf_counter() - start:.0f}s).",
       "", "Clean test set:", "",
-      reporting.markdown_table(_mean_se_rows(summary["clean"], METRICS), columns),
+      reporting.markdown_table(reporting.mean_se_cells(summary["clean"], METRICS), columns),
       f"Mean over the rotated angles {tuple(shifted)} (per angle: shift.csv, shift.png):", "",
-      reporting.markdown_table(_mean_se_rows(summary["shifted"], METRICS), columns),
+      reporting.markdown_table(reporting.mean_se_cells(summary["shifted"], METRICS), columns),
       "Published findings (Ovadia et al. 2019, MNIST figures) against ours, paired over "
       "seeds: holds = lower than every rival by more than 2 s.e.; reversed = a rival lower "
       f"by more than 2 s.e. With {config.num_seeds} seeds a difference with no true effect "
@@ -445,7 +430,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         + f") | {f['holds']} / {f['not decided']} / {f['reversed']} of {f['angles']} |"
         for f in found], "",
       "OOD detection, train on digits 0-4, test 0-4 (in) vs 5-9 (out):", "",
-      reporting.markdown_table(_mean_se_rows(summary["ood"], ("auroc", "aupr", "fpr_at_95_tpr")),
+      reporting.markdown_table(reporting.mean_se_cells(summary["ood"],
+                                                  ("auroc", "aupr", "fpr_at_95_tpr")),
                                (("score", "score", "s"), ("auroc", "AUROC", "s"),
                                 ("aupr", "AUPR", "s"), ("fpr_at_95_tpr", "FPR at 95% TPR", "s"))),
       f"Protocol (the reference: {REFERENCE}):", "",

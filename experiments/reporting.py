@@ -274,6 +274,22 @@ def markdown_table(
   return "\n".join(lines) + "\n"
 
 
+def mean_se_cells(rows: Sequence[Mapping[str, Any]], measures: Sequence[str],
+                  spec: str = ".4f") -> list[dict[str, Any]]:
+  """Rows with ``"mean ± se"`` strings for each of ``measures`` (from ``m`` and ``m_se``),
+  and, where a row has a paired difference ``d_m``, that too with a ``*`` when decided."""
+  out = []
+  for r in rows:
+    cells = dict(r)
+    for m in measures:
+      cells[m] = format_mean_se(r[m], r[f"{m}_se"], spec)
+      if f"d_{m}" in r:
+        mark = "*" if r[f"d_{m}_decided"] else ""
+        cells[f"d_{m}"] = format_mean_se(r[f"d_{m}"], r[f"d_{m}_se"], "+" + spec) + mark
+    out.append(cells)
+  return out
+
+
 def protocol_table(rows: Sequence[Mapping[str, str]]) -> str:
   """A study's protocol table, ``| setting | ours | reference | source |``.
 

@@ -32,7 +32,7 @@ from dropjax.data import Split, SplitDataset
 from dropjax.mc import mc_predict, module_forward
 from dropjax.models import MLP, ConvNet, SequenceClassifier
 from dropjax.train import ensemble_member, fit_classifier, fit_ensemble, predict_probabilities
-from experiments import datasets, reporting
+from experiments import config_checks, datasets, reporting
 
 # The metrics reported with mean ± s.e.; lower is better except accuracy.
 METRICS = ("accuracy_det", "accuracy_mc", "nll_det", "nll_mc", "ece_det", "ece_mc",
@@ -460,9 +460,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ValueError("config.tune_scales must be a non-empty tuple of positive rate "
                      f"multipliers; got {tuple(config.tune_scales)}.")
   for name in ("num_seeds", "sweep_seeds"):
-    if not isinstance(config[name], int) or config[name] < 2:
-      raise ValueError(f"config.{name} must be an integer >= 2 (a standard error needs two "
-                       f"seeds); got {config[name]!r}.")
+    config_checks.check_seed_count(config, name)
   for variant in filter(is_tuned, config.variants):
     for scale in config.tune_scales:
       rates = scaled_rates(config, variant, scale)
@@ -476,20 +474,6 @@ def _timed(compute) -> dict[str, Any]:
   tic = time.perf_counter()
   rows = compute()
   return {"rows": rows, "seconds": time.perf_counter() - tic}
-
-
-def _mean_se_cells(rows, measures, spec=".4f"):
-  """Rows with ``"m ± se"`` strings for the table, and a ``*`` on decided differences."""
-  out = []
-  for r in rows:
-    cells = dict(r)
-    for m in measures:
-      cells[m] = reporting.format_mean_se(r[m], r[f"{m}_se"], spec)
-      if f"d_{m}" in r:
-        mark = "*" if r[f"d_{m}_decided"] else ""
-        cells[f"d_{m}"] = reporting.format_mean_se(r[f"d_{m}"], r[f"d_{m}_se"], "+" + spec) + mark
-    out.append(cells)
-  return out
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -535,7 +519,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f"{total:.0f}s ({total / 60:.1f} min; training {total_train:.0f}s of it), on the CPU "
       "named in the README.\n\n"
   )
-  table_rows = _mean_se_cells(rows, METRICS)
+  table_rows = reporting.mean_se_cells(rows, METRICS)
   for cells, row in zip(table_rows, rows, strict=True):
     cells["step_ms"] = reporting.format_mean_se(row["step_ms"], row["step_ms_se"], ".2f")
   table = reporting.markdown_table(table_rows, (
@@ -570,7 +554,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       "it, about the same number of steps, test metrics (mean ± s.e. over "
       f"{config.sweep_seeds} seeds; Δ: minus rate 0 with the same seed, `*` beyond 2 s.e.); "
       "input rate = 0.4 x hidden rate.\n\n"
-      + reporting.markdown_table(_mean_se_cells(sweep_summary, ("accuracy", "nll", "ece")), (
+      + reporting.markdown_table(
+          reporting.mean_se_cells(sweep_summary, ("accuracy", "nll", "ece")), (
           ("model", "model", "s"), ("train_examples", "train examples", "d"),
           ("rate", "hidden rate", ".1f"), ("accuracy", "accuracy", "s"),
           ("nll", "NLL", "s"), ("ece", "ECE", "s"), ("d_accuracy", "Δ accuracy", "s"),
@@ -578,12 +563,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       + f"\n**Dropout and BatchNorm** (MLP, rates 0.2/0.5, {n} seeds; `after_dropout`: "
       "dropout feeds BatchNorm; `before_dropout`: dropout only after the last BatchNorm; Δ: "
       "minus `none`).\n\n"
-      + reporting.markdown_table(_mean_se_cells(bn_summary, METRICS), (
+      + reporting.markdown_table(reporting.mean_se_cells(bn_summary, METRICS), (
           ("batch_norm", "BatchNorm", "s"), *metric_columns, *delta_columns))
       + f"\n**LSTM on the {config.dataset} images read row by row** "
       f"({data.train.images.shape[1]} steps, {n} seeds), variational vs naive dropout (Δ: "
       "minus no dropout).\n\n"
-      + reporting.markdown_table(_mean_se_cells(lstm_summary, METRICS), (
+      + reporting.markdown_table(reporting.mean_se_cells(lstm_summary, METRICS), (
           ("lstm", "dropout", "s"), *metric_columns, *delta_columns))
   )
   if config.dataset == "mnist":
