@@ -1,7 +1,12 @@
-"""Checkpoints of pytrees as .npz files: atomic, no pickle, typed PRNG keys included.
+"""Checkpoints of pytrees through orbax-checkpoint: atomic, restored by name, keys included.
 
-The tree structure comes from a live template at restore time (the model and optimizer
-being resumed), so only array leaves and a JSON metadata string are stored. A checkpoint
+A checkpoint is a directory managed by `orbax.checkpoint.CheckpointManager`: each save
+writes a new step directory, which orbax finalises by renaming it into place, before the
+previous step is removed, so a crash at any moment leaves one complete checkpoint. Leaves
+are stored under their tree paths (``jax.tree_util.keystr``), and restoring matches them
+by those names, never by position: a checkpoint of another model is refused with the
+names that differ instead of loading its arrays into the wrong places. Typed PRNG keys are
+stored as their key data and rewrapped with the template's implementation. A checkpoint
 may record the settings it was trained with (`check_settings`), so that resuming it under
 other settings is refused instead of silently continuing the old run.
 """
@@ -10,69 +15,158 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
-from dropjax import io
+# Each tree's leaves (name and shape, in storage order), stored in the metadata beside the
+# caller's own.
+_LEAVES = "__leaves__"
 
 
 def _is_key(leaf: Any) -> bool:
   return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
-def save_checkpoint(path: str, trees: dict[str, Any], metadata: dict[str, Any]) -> None:
-  """Writes every leaf of every tree and ``metadata`` (JSON) to ``path`` atomically.
+def _named_leaves(tree: Any) -> list[tuple[str, Any]]:
+  return [(jax.tree_util.keystr(path), leaf)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
-  The file is flushed to disk before it replaces ``path`` (`dropjax.io.atomic_open`), so a
-  crash leaves either the previous checkpoint or this one.
+
+def _manager(path: str) -> ocp.CheckpointManager:
+  if os.path.isfile(path):
+    raise ValueError(
+        f"{path} is a file: a checkpoint in the older .npz format (dropjax before orbax "
+        "checkpoints). Delete it to train from scratch, or pass another path.")
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.abspath(path), options=options)
+
+
+def checkpoint_exists(path: str) -> bool:
+  """Whether ``path`` holds a complete checkpoint (a save interrupted before any finished
+  leaves none).
 
   Args:
-    path: the ``.npz`` file.
+    path: the checkpoint directory.
+
+  Returns:
+    True when a finalised save is there.
+  """
+  if not os.path.exists(path):
+    return False
+  with _manager(path) as manager:
+    return manager.latest_step() is not None
+
+
+def save_checkpoint(path: str, trees: dict[str, Any], metadata: dict[str, Any]) -> None:
+  """Writes every leaf of every tree and ``metadata`` (JSON) to the directory ``path``.
+
+  The save is complete on disk when this returns, and it replaces the previous one only
+  then (orbax's finalising rename), so a crash leaves either the previous checkpoint or
+  this one.
+
+  Args:
+    path: the checkpoint directory (created if absent).
     trees: ``{name: pytree}``; leaves are arrays or typed PRNG keys.
     metadata: JSON-serialisable values stored beside the arrays.
   """
-  arrays = {"__metadata__": np.asarray(json.dumps(metadata))}
+  arrays, stored = {}, {}
   for name, tree in trees.items():
-    for i, leaf in enumerate(jax.tree.leaves(tree)):
-      arrays[f"{name}/{i}"] = np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf)
-  with io.atomic_open(path, "wb") as f:
-    np.savez(f, **arrays)
+    leaves = [(leaf_name, np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf))
+              for leaf_name, leaf in _named_leaves(tree)]
+    stored[name] = [{"name": n, "shape": list(a.shape)} for n, a in leaves]
+    arrays[name] = {f"{i:06d}": a for i, (_, a) in enumerate(leaves)}
+  with _manager(path) as manager:
+    latest = manager.latest_step()
+    step = 0 if latest is None else latest + 1
+    manager.save(step, args=ocp.args.Composite(
+        arrays=ocp.args.StandardSave(arrays),
+        metadata=ocp.args.JsonSave({**metadata, _LEAVES: stored})))
+    manager.wait_until_finished()
+
+
+def _read_metadata(manager: ocp.CheckpointManager, path: str) -> dict[str, Any]:
+  step = manager.latest_step()
+  if step is None:
+    raise FileNotFoundError(f"{path} holds no complete checkpoint.")
+  return manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))[
+      "metadata"]
 
 
 def read_checkpoint_metadata(path: str) -> dict[str, Any]:
   """The metadata of the checkpoint at ``path``, without reading its arrays.
 
   Args:
-    path: a file written by `save_checkpoint`.
+    path: a directory written by `save_checkpoint`.
 
   Returns:
-    The metadata dict.
+    The metadata dict, as passed to `save_checkpoint`.
   """
-  with np.load(path, allow_pickle=False) as data:
-    return json.loads(str(data["__metadata__"]))
+  with _manager(path) as manager:
+    metadata = _read_metadata(manager, path)
+  metadata.pop(_LEAVES)
+  return metadata
 
 
 def load_checkpoint(path: str, templates: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-  """Reads ``path`` into trees shaped like ``templates``; returns ``(trees, metadata)``."""
-  with np.load(path, allow_pickle=False) as data:
-    metadata = json.loads(str(data["__metadata__"]))
-    trees = {}
+  """Reads ``path`` into trees shaped like ``templates``, leaf by leaf name.
+
+  Args:
+    path: a directory written by `save_checkpoint`.
+    templates: ``{name: pytree}`` with the structure, shapes and dtypes to restore (for
+      example the live model state being resumed); their values are not used.
+
+  Returns:
+    ``(trees, metadata)``.
+
+  Raises:
+    ValueError: when a template's leaf names or shapes differ from the stored ones,
+      naming the leaves.
+  """
+  with _manager(path) as manager:
+    metadata = _read_metadata(manager, path)
+    stored = metadata.pop(_LEAVES)
+    abstract, plans = {}, {}
     for name, template in templates.items():
-      leaves, treedef = jax.tree.flatten(template)
-      restored = []
-      for i, leaf in enumerate(leaves):
-        stored = data[f"{name}/{i}"]
+      if name not in stored:
+        raise ValueError(f"{path} holds the trees {sorted(stored)}, not {name!r}.")
+      index = {leaf["name"]: i for i, leaf in enumerate(stored[name])}
+      leaves = _named_leaves(template)
+      missing = [n for n, _ in leaves if n not in index]
+      extra = sorted(set(index) - {n for n, _ in leaves})
+      if missing or extra:
+        raise ValueError(
+            f"{path}: the tree {name!r} has other leaves than the model: missing from the "
+            f"checkpoint {missing[:5]}, not in the model {extra[:5]}; the checkpoint belongs "
+            "to another model.")
+      abstract[name] = {}
+      for leaf_name, leaf in leaves:
         if _is_key(leaf):
-          restored.append(jax.random.wrap_key_data(stored, impl=jax.random.key_impl(leaf)))
+          want = jax.eval_shape(jax.random.key_data, leaf)
         else:
-          if stored.shape != np.shape(leaf):
-            raise ValueError(f"{path}: {name}/{i} has shape {stored.shape}, the model expects "
-                             f"{np.shape(leaf)}; the checkpoint belongs to another model.")
-          restored.append(jax.numpy.asarray(stored, dtype=leaf.dtype))
-      trees[name] = jax.tree.unflatten(treedef, restored)
+          dtype = leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf)
+          want = jax.ShapeDtypeStruct(np.shape(leaf), dtype)
+        have = tuple(stored[name][index[leaf_name]]["shape"])
+        if have != want.shape:
+          raise ValueError(f"{path}: {name}{leaf_name} has shape {have}, the model expects "
+                           f"{want.shape}; the checkpoint belongs to another model.")
+        abstract[name][f"{index[leaf_name]:06d}"] = want
+      plans[name] = (leaves, index, jax.tree.structure(template))
+    restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+        arrays=ocp.args.StandardRestore(abstract)))["arrays"]
+  trees = {}
+  for name, (leaves, index, treedef) in plans.items():
+    values = []
+    for leaf_name, leaf in leaves:
+      value = restored[name][f"{index[leaf_name]:06d}"]
+      values.append(jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf))
+                    if _is_key(leaf) else jax.numpy.asarray(value))
+    trees[name] = jax.tree.unflatten(treedef, values)
   return trees, metadata
 
 

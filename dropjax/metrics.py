@@ -21,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dropjax._extras import require
+
 ArrayLike = Any
 
 # Probability rows must sum to 1 within this much (float32 softmax rows sum to 1 within
@@ -662,7 +664,7 @@ def interval_coverage(
 def plot_reliability_diagram(probs: ArrayLike, labels: ArrayLike, num_bins: int = 15, ax=None,
                              label: str | None = None):
   """Draws accuracy against confidence per bin (matplotlib); returns the axes."""
-  import matplotlib.pyplot as plt
+  plt = require("matplotlib.pyplot", "plot_reliability_diagram")
 
   data = reliability_diagram_data(probs, labels, num_bins)
   if ax is None:

@@ -8,7 +8,6 @@ results on one machine.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +21,7 @@ from flax import nnx
 from dropjax.checkpoint import (
     CheckpointMismatchError,
     check_settings,
+    checkpoint_exists,
     load_checkpoint,
     read_checkpoint_metadata,
     save_checkpoint,
@@ -171,7 +171,8 @@ def fit_classifier(
       trains with every array rate (`rate_variables`) at ``factor(t)`` times its value at
       the start. The rates are traced, so no step recompiles; they are restored to their
       starting values when training ends (MC dropout then samples at those rates).
-    checkpoint_path: an ``.npz`` written atomically after every epoch, recording the
+    checkpoint_path: a checkpoint directory (`dropjax.checkpoint`, orbax) written
+      atomically after every epoch, recording the
       settings it was trained with (key, epochs, batch size, optimiser and regulariser
       settings, data size, model and optimizer structure); if it exists when
       training starts, training resumes from it. A checkpoint recording other settings,
@@ -179,8 +180,8 @@ def fit_classifier(
     progress: called after every epoch with the epoch's statistics.
 
   Returns:
-    ``{"loss": [...], "val_nll": [...], "epoch_seconds": [...], "steps": int,
-    "best_epoch": int | None, "stopped_early": bool}``.
+    A dict: ``loss``, ``val_nll`` and ``epoch_seconds`` (lists, one entry per epoch),
+    ``steps`` (int), ``best_epoch`` (int or None) and ``stopped_early`` (bool).
   """
   if patience is not None and validation is None:
     raise ValueError("`patience` (early stopping) needs a `validation` split.")
@@ -231,7 +232,7 @@ def fit_classifier(
         "model_structure": tree_signature(nnx.state(model)),
         "optimizer_structure": tree_signature(nnx.state(optimizer)),
     }
-  if checkpoint_path is not None and os.path.exists(checkpoint_path):
+  if checkpoint_path is not None and checkpoint_exists(checkpoint_path):
     # Another run's checkpoint would be continued silently: refuse before restoring it.
     check_settings(checkpoint_path, read_checkpoint_metadata(checkpoint_path).get("settings"),
                    settings)

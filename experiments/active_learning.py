@@ -13,8 +13,8 @@ their initialisation, batch order and masks (common random numbers); only what t
 labelled differs. A checkpoint after every round holds the labelled sets and the history, so
 a resumed study ends with the numbers of an uninterrupted one.
 
-Workdir: ``config.json``, ``state.npz`` (per round), ``results.json`` (test error per run
-and round, labels needed to reach each target error), ``curves.png``.
+Workdir: ``config.json``, ``checkpoints/state`` (orbax, per round), ``results.json`` (test
+error per run and round, labels needed to reach each target error), ``curves.png``.
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ import optax
 from absl import logging
 from flax import nnx
 
-from dropjax import acquisition, io, uncertainty
-from dropjax.checkpoint import load_checkpoint, save_checkpoint
+from dropjax import acquisition, uncertainty
+from dropjax.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from dropjax.data import Split
 from dropjax.layers import reseed
 from dropjax.mc import mc_sample
 from dropjax.models import KerasMnistCNN
-from experiments import config_checks, datasets, reporting
+from experiments import config_checks, datasets, reporting, study
 
 # Gal, Islam & Ghahramani 2017, Table 1 (MNIST): labels needed to reach 10% and 5% test
 # error, as quoted in our issue tracker "as we recall it" (not yet checked against the paper).
@@ -233,13 +233,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise config_checks.ConfigError(
         f"config.eval_batch_size = {config.eval_batch_size} must divide config.test_size = "
         f"{config.test_size} (the test pass runs in equal batches).")
+  _pool_and_test(config)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs every acquisition function for every seed; returns the curves and label counts."""
-  names = _function_names(config)
-  # Every check on the config before the workdir records it: a corrected config must not
-  # be refused as a different one.
+def _pool_and_test(config: ml_collections.ConfigDict) -> tuple[Split, Split]:
+  """The pool and the test set, checked against the config (`check_config` runs this before
+  the workdir records the config, so a corrected config is not refused as another)."""
   pool, test = load_pool_and_test(config)
   if config.test_size:
     test = Split(test.images[:config.test_size], test.labels[:config.test_size])
@@ -247,16 +246,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # The test pass runs in equal batches; a remainder would be left out of the error.
     raise ValueError(f"config.eval_batch_size={config.eval_batch_size} must divide the "
                      f"{len(test.labels)} test images (set config.test_size or the batch).")
-  max_labels = config.initial_per_class * 10 + config.acquisition_size * config.rounds
-  if max_labels + config.pool_subset > len(pool.labels):
-    raise ValueError(f"The pool ({len(pool.labels)} examples) is too small for {max_labels} "
-                     f"labels plus a subset of {config.pool_subset}.")
-  reporting.start_workdir(config, workdir)
-  results_path = os.path.join(workdir, "results.json")
-  finished = reporting.load_json(results_path)
-  if finished is not None:
-    _write_reports(config, finished, workdir)
-    return finished
+  if _max_labels(config) + config.pool_subset > len(pool.labels):
+    raise ValueError(f"The pool ({len(pool.labels)} examples) is too small for "
+                     f"{_max_labels(config)} labels plus a subset of {config.pool_subset}.")
+  return pool, test
+
+
+def _max_labels(config: ml_collections.ConfigDict) -> int:
+  return config.initial_per_class * 10 + config.acquisition_size * config.rounds
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sections
+                       ) -> study.Report:
+  """Runs every acquisition function for every seed; the curves and label counts."""
+  results = sections("results", lambda: _acquire_and_train(config, sections.folder))
+  return study.Report(summary=results, markdown=report(config, results),
+                      tables={"labels_to_reach.csv": results["rows"]},
+                      figures={"curves.png": _plot(config, results)})
+
+
+STUDY = study.Study("active_learning", train_and_evaluate)
+
+
+def _acquire_and_train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  names = _function_names(config)
+  pool, test = _pool_and_test(config)
+  max_labels = _max_labels(config)
   known = [*acquisition.ACQUISITION_FUNCTIONS, DETERMINISTIC]
   runs = [(name, seed) for name in names for seed in range(config.num_seeds)]
   programs = Programs(config, pool, test)
@@ -270,9 +285,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     labelled[r, :len(initial[seed])] = initial[seed]
   num_labelled = len(initial[0])
   history: dict[str, Any] = {"labels": [], "test_error": [], "round_seconds": []}
-  state_path = os.path.join(workdir, "state.npz")
+  state_path = os.path.join(workdir, "checkpoints", "state")
   first_round = 0
-  if os.path.exists(state_path):
+  if checkpoint_exists(state_path):
     trees, meta = load_checkpoint(state_path, {"labelled": labelled})
     labelled, history = np.array(trees["labelled"]), meta["history"]
     first_round, num_labelled = meta["round"], meta["num_labelled"]
@@ -308,16 +323,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   results["labelled"] = labelled.tolist()
   results["labels_per_class"] = labels_per_class(runs, labelled, np.asarray(pool.labels))
   results["seconds"] = float(np.sum(history["round_seconds"]))
-  io.write_json_atomic(results_path, results)
-  _write_reports(config, results, workdir)
   return results
-
-
-def _write_reports(config, results, workdir) -> None:
-  """The table, CSV and plot, derived from ``results.json`` alone (so they can be redone)."""
-  io.write_csv_atomic(os.path.join(workdir, "labels_to_reach.csv"), results["rows"])
-  io.write_text_atomic(os.path.join(workdir, "results.md"), report(config, results))
-  _plot(config, results, os.path.join(workdir, "curves.png"))
 
 
 def labels_per_class(runs, labelled: np.ndarray, pool_labels: np.ndarray,
@@ -438,7 +444,7 @@ def protocol_rows(config: ml_collections.ConfigDict) -> list[dict[str, str]]:
   return [{"setting": a, "ours": str(b), "reference": c, "source": d} for a, b, c, d in rows]
 
 
-def _plot(config, results, path) -> None:
+def _plot(config, results):
   plt = reporting.pyplot()
   fig, ax = plt.subplots(figsize=(7, 4.5))
   counts = np.asarray(results["labels"])
@@ -452,4 +458,4 @@ def _plot(config, results, path) -> None:
   ax.set_ylabel("test error (%)")
   ax.set_title(f"Active learning on {config.dataset} (band: std over {config.num_seeds} seeds)")
   ax.legend(fontsize=8)
-  reporting.save_figure(fig, path)
+  return fig

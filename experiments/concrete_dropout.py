@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import os
 import time
 from typing import Any
 
@@ -15,10 +14,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dropjax import io, layers
+from dropjax import layers
 from dropjax.mc import mc_sample, module_forward
 from dropjax.penalties import check_coefficient, collect_penalties
-from experiments import config_checks, reporting
+from experiments import config_checks, reporting, study
 
 
 class HeteroscedasticConcreteMLP(nnx.Module):
@@ -128,7 +127,7 @@ def fit(config, n, epochs, key) -> dict[str, Any]:
           "train_seconds": seconds}
 
 
-def _plot(rows, path):
+def _plot(rows):
   plt = reporting.pyplot()
   sizes = [r["n"] for r in rows]
   fig, ax = plt.subplots(figsize=(6, 4))
@@ -141,7 +140,7 @@ def _plot(rows, path):
   ax.set_ylabel("learned dropout rate p")
   ax.set_title("Concrete dropout: learned p vs data size (dotted: published)")
   ax.legend(fontsize=8)
-  reporting.save_figure(fig, path)
+  return fig
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -164,18 +163,15 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         "point (a positive integer).")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  reporting.start_workdir(config, workdir)
+def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sections
+                       ) -> study.Report:
   start = time.perf_counter()
   rows = []
   root = jax.random.key(config.seed)
   for n, epochs in zip(config.sizes, config.epochs, strict=True):
-    path = os.path.join(workdir, "sizes", f"{n}.json")
-    runs = reporting.load_json(path)
-    if runs is None:
-      runs = [fit(config, n, epochs, jax.random.fold_in(jax.random.fold_in(root, n), r))
-              for r in range(config.repeats)]
-      io.write_json_atomic(path, runs)
+    runs = sections(f"sizes/{n}", lambda n=n, epochs=epochs: [
+        fit(config, n, epochs, jax.random.fold_in(jax.random.fold_in(root, n), r))
+        for r in range(config.repeats)])
     rates = np.asarray([r["rates"][:4] for r in runs])
     rows.append({
         "n": n, "epochs": epochs, "rates_mean": rates.mean(0).tolist(),
@@ -186,7 +182,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "aleatoric_std": float(np.mean([r["aleatoric_std"] for r in runs])),
         "train_seconds": float(np.sum([r["train_seconds"] for r in runs])),
     })
-  _plot(rows, os.path.join(workdir, "learned_rates.png"))
   fmt = lambda r, i: f"{r['rates_mean'][i]:.3f} ± {r['rates_std'][i]:.3f} ({r['published'][i]:.3f})"
   lines = [
       f"Concrete dropout, synthetic y = 2x + 8 + N(0,1): learned p per layer, ours (mean ± std "
@@ -199,8 +194,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     lines.append(f"| {r['n']} | {r['epochs']} | {fmt(r, 0)} | {fmt(r, 1)} | {fmt(r, 2)} | "
                  f"{fmt(r, 3)} | {r['rmse']:.2f} | {r['epistemic_std']:.2f} | "
                  f"{r['aleatoric_std']:.2f} | {r['train_seconds']:.0f}s |")
-  text = "\n".join(lines) + "\n"
-  io.write_text_atomic(os.path.join(workdir, "results.md"), text)
-  io.write_json_atomic(os.path.join(workdir, "metrics.json"), rows)
-  print(text)
-  return {"rows": rows}
+  return study.Report(summary={"rows": rows}, markdown="\n".join(lines) + "\n", rows=rows,
+                      figures={"learned_rates.png": _plot(rows)})
+
+
+STUDY = study.Study("concrete_dropout", train_and_evaluate)

@@ -9,7 +9,6 @@ recorded after every epoch. Resumable per model: each result is written atomical
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -19,11 +18,11 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from dropjax import io, layers, metrics
+from dropjax import layers, metrics
 from dropjax.mc import mc_predict, module_forward
 from dropjax.models import MLP
 from dropjax.train import fit_classifier, predict_probabilities
-from experiments import config_checks, datasets, reporting
+from experiments import config_checks, datasets, reporting, study
 
 
 def learned_rates(model: nnx.Module) -> list[float]:
@@ -80,11 +79,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   config_checks.check_initial_rate(config)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  reporting.start_workdir(config, workdir)
+def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sections
+                       ) -> study.Report:
   data = datasets.load_splits(config)
-  rows = [reporting.load_or_compute(os.path.join(workdir, "models", f"{name}.json"),
-                                    lambda name=name: run_model(config, data, name))
+  rows = [sections(f"models/{name}", lambda name=name: run_model(config, data, name))
           for name in ("concrete", "fixed")]
   columns = (("model", "model", "s"), ("rates", "rates (input, hidden...)", "s"),
              ("error_det", "error % (det)", ".2f"), ("error_mc", "error % (MC)", ".2f"),
@@ -97,15 +95,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           f"{config.epochs} epochs, MC with {config.mc_samples} samples): learned rates "
           f"(init {config.init_rate}) against Srivastava et al.'s fixed 0.2 / 0.5.\n\n"
           + reporting.markdown_table(shown, columns))
-  io.write_text_atomic(os.path.join(workdir, "results.md"), text)
-  _plot(rows[0]["rate_history"], os.path.join(workdir, "learned_rates.png"))
   out = {"rows": rows, "summary": {r["model"]: r["error_det"] for r in rows}}
-  io.write_json_atomic(os.path.join(workdir, "metrics.json"), out)
-  print(text)
-  return out
+  return study.Report(summary=out, markdown=text,
+                      rows=[{k: v for k, v in r.items() if k != "rate_history"} for r in rows],
+                      figures={"learned_rates.png": _plot(rows[0]["rate_history"])})
 
 
-def _plot(history, path) -> None:
+def _plot(history):
   plt = reporting.pyplot()
   fig, ax = plt.subplots(figsize=(6, 4))
   history = np.asarray(history)
@@ -116,4 +112,7 @@ def _plot(history, path) -> None:
   ax.set_ylabel("learned dropout rate p")
   ax.set_title("Concrete dropout on an MLP: rates during training")
   ax.legend()
-  reporting.save_figure(fig, path)
+  return fig
+
+
+STUDY = study.Study("concrete_mnist", train_and_evaluate)

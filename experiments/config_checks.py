@@ -31,7 +31,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-# The studies `experiments.main` runs: module ``experiments.<name>`` with `train_and_evaluate`.
+# The studies `experiments.main` runs: module ``experiments.<name>`` with its ``STUDY``.
 STUDIES = ("active_learning", "concrete_dropout", "concrete_mnist", "ensemble_interpretation",
            "mc_calibration", "regularizers", "uci", "uci_concrete", "variant_comparison")
 

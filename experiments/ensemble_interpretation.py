@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -13,12 +12,12 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from dropjax import io, metrics
+from dropjax import metrics
 from dropjax.ensemble import exact_ensemble
 from dropjax.mc import mc_running_means, module_forward
 from dropjax.models import MLP
 from dropjax.train import fit_classifier, predict_probabilities
-from experiments import config_checks, datasets, reporting
+from experiments import config_checks, datasets, reporting, study
 
 
 def run_key(config: ml_collections.ConfigDict, seed: int) -> jax.Array:
@@ -141,7 +140,7 @@ def exact_comparison(config, train, test) -> list[dict[str, Any]]:
   return rows
 
 
-def _plot(summary, path, dataset):
+def _plot(summary, dataset):
   plt = reporting.pyplot()
   rows = summary["rows"]
   ks = np.asarray([r["k"] for r in rows])
@@ -163,7 +162,7 @@ def _plot(summary, path, dataset):
   for ax in (left, right):
     ax.set_xscale("log")
     ax.set_xlabel("k (number of sampled sub-networks)")
-  reporting.save_figure(fig, path)
+  return fig
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -250,26 +249,19 @@ def findings(summary: dict[str, Any], published_k_match: int) -> list[str]:
   return out
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  reporting.start_workdir(config, workdir)
+def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sections
+                       ) -> study.Report:
   start = time.perf_counter()
   data = datasets.load_classification(config.dataset, config.data_dir)
   train, test = data.train, data.test
   runs = []
   for seed in range(config.num_seeds):
-    run = reporting.load_or_compute(os.path.join(workdir, "seeds", f"seed{seed}.json"),
-                                    lambda seed=seed: seed_run(config, train, test, seed))
+    run = sections(f"seeds/seed{seed}", lambda seed=seed: seed_run(config, train, test, seed))
     logging.info("seed %d: weight scaling %.4f, MC at k = %d %.4f", seed, run["ws_error"],
                  run["per_k"][-1]["k"], run["per_k"][-1]["mc_error"])
     runs.append(run)
   summary = summarise_seeds(config, runs)
-  exact = reporting.load_or_compute(os.path.join(workdir, "exact.json"),
-                                    lambda: exact_comparison(config, train, test))
-  _plot(summary, os.path.join(workdir, "mc_vs_weight_scaling.png"), config.dataset)
-  io.write_csv_atomic(os.path.join(workdir, "mc_vs_ws.csv"),
-                      [{k: v for k, v in r.items() if k != "mc_minus_ws_seeds"}
-                       for r in summary["rows"]])
-  io.write_csv_atomic(os.path.join(workdir, "exact.csv"), exact)
+  exact = sections("exact", lambda: exact_comparison(config, train, test))
   wall = time.perf_counter() - start
   beyond = f"> {max(config.ks)}"
   mc_last = summary["rows"][-1]
@@ -312,6 +304,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           ("max_gap_geometric_ws", "max |NWGM - WS|", ".2e"),
           ("max_gap_arithmetic_ws", "max |AM - WS|", ".2e"))),
   ]
-  io.write_text_atomic(os.path.join(workdir, "results.md"), "\n".join(text))
-  print("\n".join(text))
-  return {"summary": summary, "runs": runs, "exact": exact, "wall_seconds": wall}
+  return study.Report(
+      summary={"summary": summary, "runs": runs, "exact": exact, "wall_seconds": wall},
+      markdown="\n".join(text),
+      rows=[{k: v for k, v in r.items() if k != "mc_minus_ws_seeds"} for r in summary["rows"]],
+      figures={"mc_vs_weight_scaling.png": _plot(summary, config.dataset)},
+      tables={"exact.csv": exact})
+
+
+STUDY = study.Study("ensemble_interpretation", train_and_evaluate)

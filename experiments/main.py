@@ -20,22 +20,16 @@ from experiments import (
     mc_calibration,
     regularizers,
     reporting,
+    study,
     uci,
     uci_concrete,
     variant_comparison,
 )
 
-STUDIES = {
-    "active_learning": active_learning.train_and_evaluate,
-    "concrete_dropout": concrete_dropout.train_and_evaluate,
-    "concrete_mnist": concrete_mnist.train_and_evaluate,
-    "ensemble_interpretation": ensemble_interpretation.train_and_evaluate,
-    "mc_calibration": mc_calibration.train_and_evaluate,
-    "regularizers": regularizers.train_and_evaluate,
-    "uci": uci.train_and_evaluate,
-    "uci_concrete": uci_concrete.train_and_evaluate,
-    "variant_comparison": variant_comparison.train_and_evaluate,
-}
+# Every registered study (`experiments.study.Study`), by the value of ``config.study``.
+STUDIES = {module.STUDY.name: module.STUDY for module in (
+    active_learning, concrete_dropout, concrete_mnist, ensemble_interpretation, mc_calibration,
+    regularizers, uci, uci_concrete, variant_comparison)}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A study config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the study writes config, results, plots.")
@@ -64,23 +58,22 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def run_study(config, workdir: str) -> dict:
-  """Checks ``config``, runs its study in ``workdir`` and checks the metrics it returns.
+  """Checks ``config`` whole, then runs its study in ``workdir`` (`experiments.study.run`:
+  the folder, the sections, every result file).
 
   Args:
     config: a study config (``config.study`` names the study).
     workdir: the study's folder.
 
   Returns:
-    The study's metrics.
+    The study's summary (also in ``metrics.json``).
 
   Raises:
     config_checks.ConfigError: a bad config, before any work.
     reporting.NonFiniteMetricError: a NaN or infinite metric in the results.
   """
   config_checks.check_config(config, studies=tuple(STUDIES))
-  metrics = STUDIES[config.study](config, workdir)
-  reporting.check_finite_metrics(metrics, study=f"Study {config.study!r} in {workdir}")
-  return metrics
+  return study.run(STUDIES[config.study], config, workdir)
 
 
 def main(argv):

@@ -12,7 +12,6 @@ Workdir: ``config.json``, ``seeds/seed{i}.json`` (one per seed: resumable), ``sh
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -24,13 +23,13 @@ from absl import logging
 from flax import nnx
 from scipy import ndimage
 
-from dropjax import io, metrics, uncertainty
+from dropjax import metrics, uncertainty
 from dropjax.calibration import fit_temperature
 from dropjax.data import Split
 from dropjax.mc import mc_running_means, mc_sample, module_forward
 from dropjax.models import MLP, KerasMnistCNN, LeNet5
 from dropjax.train import ensemble_member, fit_ensemble
-from experiments import config_checks, datasets, reporting
+from experiments import config_checks, datasets, reporting, study
 
 MODELS = ("mlp", "lenet", "lenet5")
 FAMILIES = ("vanilla", "dropout")
@@ -268,7 +267,7 @@ def findings(config, runs) -> list[dict[str, Any]]:
   return out
 
 
-def _plot(summary, path):
+def _plot(summary):
   plt = reporting.pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
   for ax, metric in zip(axes, ("accuracy", "nll", "ece"), strict=True):
@@ -280,7 +279,7 @@ def _plot(summary, path):
     ax.set_xlabel("rotation (degrees)")
     ax.set_title(f"{metric} (mean ± 2 s.e. over seeds)")
   axes[0].legend(fontsize=7)
-  reporting.save_figure(fig, path)
+  return fig
 
 
 REFERENCE = ("google-research/google-research, uq_benchmark_2019/ (models_lib.py at 01fdeb5, "
@@ -389,21 +388,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         f"config.rotation_order must be a spline order in 0..5; got {config.rotation_order!r}.")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  reporting.start_workdir(config, workdir)
+def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sections
+                       ) -> study.Report:
   start = time.perf_counter()
   train, validation, test = datasets.load_splits(config)
   runs = []
   for seed in range(config.num_seeds):
-    run = reporting.load_or_compute(
-        os.path.join(workdir, "seeds", f"seed{seed}.json"),
-        lambda seed=seed: seed_run(config, train, validation, test, seed))
+    run = sections(f"seeds/seed{seed}",
+                   lambda seed=seed: seed_run(config, train, validation, test, seed))
     logging.info("seed %d: %.0fs (T = %.3f)", seed, run["seconds"], run["temperature"])
     runs.append(run)
   summary = summarise(config, runs)
   found = findings(config, runs)
-  _plot(summary, os.path.join(workdir, "shift.png"))
-  io.write_csv_atomic(os.path.join(workdir, "shift.csv"), summary["per_angle"])
   seconds = sum(run["seconds"] for run in runs)
   columns = (("method", "method", "s"), ("accuracy", "accuracy", "s"), ("nll", "NLL", "s"),
              ("brier", "Brier (ours; theirs = ours - 1)", "s"), ("ece", "ECE", "s"))
@@ -437,6 +433,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       f"Protocol (the reference: {REFERENCE}):", "",
       reporting.protocol_table(protocol_rows(config, train, validation)),
   ])
-  io.write_text_atomic(os.path.join(workdir, "results.md"), text)
-  print(text)
-  return {"summary": summary, "findings": found, "runs": runs}
+  return study.Report(
+      summary={"summary": summary, "findings": found, "runs": runs}, markdown=text,
+      rows=[{"test set": "clean", **r} for r in summary["clean"]]
+      + [{"test set": "rotated (mean over angles)", **r} for r in summary["shifted"]],
+      figures={"shift.png": _plot(summary)}, tables={"shift.csv": summary["per_angle"]})
+
+
+STUDY = study.Study("mc_calibration", train_and_evaluate)

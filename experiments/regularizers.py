@@ -15,7 +15,6 @@ Resumable: each (model, method, seed) result is written atomically to
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -26,12 +25,12 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from dropjax import io, metrics, schedules
+from dropjax import metrics, schedules
 from dropjax.data import Split
 from dropjax.models import MLP, ConvNet
 from dropjax.ops import per_depth_rates
 from dropjax.train import fit_classifier, largest_unit_norm, predict_probabilities
-from experiments import config_checks, datasets, reporting
+from experiments import config_checks, datasets, reporting, study
 
 # What each method uses. A method without an entry for a model is not run on it.
 METHODS: dict[str, dict[str, Any]] = {
@@ -123,10 +122,6 @@ def run_one(config, data: tuple[Split, Split, Split], model: str, method: str, s
           "epochs_trained": len(history["loss"]), "largest_unit_norm": largest_unit_norm(net)}
 
 
-def _cached(workdir: str, name: str, compute) -> dict[str, Any]:
-  return reporting.load_or_compute(os.path.join(workdir, "runs", f"{name}.json"), compute)
-
-
 def _mean_std(values, digits: int = 4) -> str:
   values = np.asarray(values, np.float64)
   return f"{values.mean():.{digits}f} ± {values.std():.{digits}f}"
@@ -191,10 +186,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         f"config.epochs.<model> for each of config.models = {config.models}.")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Tunes the dense rate, runs every (model, method, seed), writes the table and the plot."""
-  check_config(config)
-  reporting.start_workdir(config, workdir)
+def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sections
+                       ) -> study.Report:
+  """Tunes the dense rate, runs every (model, method, seed); the table and the plot."""
   data = datasets.load_splits(config)
   start = time.perf_counter()
 
@@ -202,9 +196,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # rows before it starts the next.
   tuned, rows = {}, []
   for model in config.models:
-    candidates = [_cached(workdir, f"tune-{model}-{rate:g}",
-                          lambda model=model, rate=rate: run_one(config, data, model, "dropout",
-                                                                 0, rate))
+    candidates = [sections(f"runs/tune-{model}-{rate:g}",
+                           lambda model=model, rate=rate: run_one(config, data, model, "dropout",
+                                                                  0, rate))
                   for rate in config.tuning_rates]
     best = min(candidates, key=lambda r: (r["validation_error"], r["dense_rate"]))
     tuned[model] = best["dense_rate"]
@@ -214,8 +208,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       if model not in METHODS[method].get("models", ("mlp", "cnn")):
         continue
       for seed in range(config.num_seeds):
-        rows.append(_cached(
-            workdir, f"{model}-{method}-{seed}",
+        rows.append(sections(
+            f"runs/{model}-{method}-{seed}",
             lambda model=model, method=method, seed=seed: run_one(
                 config, data, model, method, seed, tuned[model])))
         logging.info("%s %s seed %d: error %.4f", model, method, seed, rows[-1]["error"])
@@ -238,18 +232,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             f"dense rate {tuned}. Wall time of this invocation {wall:.0f}s.\n\n")
   text = (header + reporting.markdown_table(table_rows, COLUMNS) + "\n**The claims, tested**\n\n"
           + "\n".join(claims) + "\n")
-  io.write_text_atomic(os.path.join(workdir, "results.md"), text)
-  io.write_csv_atomic(os.path.join(workdir, "results.csv"), rows)
-  _plot(config, rows, os.path.join(workdir, "regularizers.png"))
   out = {"rows": rows, "table": table_rows, "tuned_dense_rate": tuned, "claims": claims,
          "summary": {f"{r['model']}/{r['method']}": r["error"] for r in table_rows},
          "wall_seconds": wall}
-  io.write_json_atomic(os.path.join(workdir, "metrics.json"), out)
-  print(text)
-  return out
+  return study.Report(summary=out, markdown=text, rows=rows,
+                      figures={"regularizers.png": _plot(config, rows)})
 
 
-def _plot(config, rows, path) -> None:
+STUDY = study.Study("regularizers", train_and_evaluate)
+
+
+def _plot(config, rows):
   plt = reporting.pyplot()
   fig, axes = plt.subplots(1, len(config.models), figsize=(7 * len(config.models), 4),
                            squeeze=False)
@@ -263,4 +256,4 @@ def _plot(config, rows, path) -> None:
     ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right")
     ax.set_ylabel("test error (%)")
     ax.set_title(f"{model}: seeds (dots), mean ± std (red)")
-  reporting.save_figure(fig, path)
+  return fig

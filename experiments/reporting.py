@@ -123,7 +123,7 @@ def non_finite_metrics(metrics: Any, path: str = "metrics") -> list[tuple[str, f
   """``(where, value)`` of every NaN or infinite number in a study's returned metrics.
 
   Args:
-    metrics: nested dicts, lists and numbers (what ``train_and_evaluate`` returns).
+    metrics: nested dicts, lists and numbers (a study report's summary).
     path: the name of the root, for the locations.
 
   Returns:
@@ -156,7 +156,7 @@ def check_finite_metrics(metrics: Any, study: str = "the study") -> None:
   """Refuses a study result holding NaN or infinity, naming each metric and its split.
 
   Args:
-    metrics: what the study's ``train_and_evaluate`` returned.
+    metrics: a study report's summary (`experiments.study.Report`).
     study: the study's name, for the message.
 
   Raises:

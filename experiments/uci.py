@@ -1,10 +1,10 @@
 """The UCI regression table: grid search per split, then retrain and test, all vmapped.
 
 Workdir layout, per dataset: ``<workdir>/<dataset>/`` holds ``config.json`` and
-``data.json`` (the SHA-256 of every data file: a resume on other data is refused), a
-checkpoint per phase (``validation.npz``, ``final.npz``, written after every segment of epochs;
-``validation_test.npz``, ``final_test.npz``, the test pass so far),
-``validation.json`` (every split x grid point), ``results.json`` and ``splits.csv`` (per
+``data.json`` (the SHA-256 of every data file: a resume on other data is refused), an orbax
+checkpoint per phase under ``checkpoints/`` (``validation``, ``final``, written after every
+segment of epochs; ``validation_test``, ``final_test``, the test pass so far),
+``validation.json`` (every split x grid point), ``results.json`` and ``results.csv`` (per
 split, with the reference implementation's numbers beside ours). A killed run resumes from
 the last checkpoint; finished phases are loaded, not recomputed.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -23,10 +23,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dropjax import io, regression
-from dropjax.checkpoint import load_checkpoint, save_checkpoint
+from dropjax import regression
+from dropjax.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from dropjax.data import uci
-from experiments import config_checks, reporting
+from experiments import config_checks, reporting, study
 
 PHASES = {"validation": 0, "final": 1}
 
@@ -59,7 +59,7 @@ def train_in_segments(
     ``(state, training seconds over all invocations, records)``.
   """
   epoch, train_seconds, history = 0, 0.0, []
-  if os.path.exists(checkpoint):
+  if checkpoint_exists(checkpoint):
     trees, meta = load_checkpoint(checkpoint, {"state": state})
     state, epoch, train_seconds = trees["state"], meta["epoch"], meta["train_seconds"]
     # Checkpoints written before records were kept have none.
@@ -119,7 +119,7 @@ def map_models_resumably(
   template = jax.eval_shape(one, jax.tree.map(lambda a: a[0], models))
   fingerprint = _fingerprint(models)
   done, seconds = [], 0.0
-  if os.path.exists(checkpoint):
+  if checkpoint_exists(checkpoint):
     stacked = jax.tree.map(lambda s: np.zeros((num_models, *s.shape), s.dtype), template)
     trees, meta = load_checkpoint(checkpoint, {"results": stacked})
     if meta["models"] == fingerprint:
@@ -198,7 +198,7 @@ def _train_and_test(
 
   state, train_seconds, _ = train_in_segments(
       jax.jit(segment, static_argnums=2), state,
-      checkpoint=os.path.join(workdir, f"{phase}.npz"),
+      checkpoint=os.path.join(workdir, "checkpoints", phase),
       total_epochs=ds.n_epochs * config.epochs_multiplier,
       segment_epochs=config.segment_epochs, label=f"{ds.name} {phase}")
 
@@ -217,7 +217,8 @@ def _train_and_test(
 
   stats, test_seconds = map_models_resumably(
       test_model, (*flat_models, split_of_model),
-      checkpoint=os.path.join(workdir, f"{phase}_test.npz"), label=f"{ds.name} {phase} test")
+      checkpoint=os.path.join(workdir, "checkpoints", f"{phase}_test"),
+      label=f"{ds.name} {phase} test")
   flat = lambda a: np.asarray(a).reshape(-1).tolist()
   return {
       "mc_rmse": flat(stats.mc_rmse),
@@ -249,42 +250,58 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         f"{config.mc_samples} (the test streams whole chunks of samples); e.g. {divisors}.")
 
 
-def open_dataset_workdir(config: ml_collections.ConfigDict, workdir: str):
-  """Loads ``config.dataset`` and starts ``workdir/<name>``.
+def dataset_folder(config: ml_collections.ConfigDict) -> str:
+  """The folder of one dataset's run in a UCI workdir: the dataset's canonical name."""
+  return uci.canonical_name(config.dataset)
 
-  Returns:
-    ``(dataset, dataset_workdir, results_path, finished_results_or_None)``.
-  """
+
+def dataset_report(summary: Mapping[str, Any], columns: Sequence[tuple[str, str, str]],
+                   study_name: str) -> str:
+  """One dataset's ``results.md``: ``columns`` are ``(key, header, format)`` of summary
+  values, each a ``[mean, se]`` pair or a plain value."""
+  cells = {key: reporting.format_mean_se(*summary[key], spec)
+           if isinstance(summary[key], list | tuple) else format(summary[key], spec)
+           for key, _, spec in columns}
+  return (f"{summary['dataset']}: mean ± standard error over {summary['n_splits']} splits "
+          f"({summary['epochs']} epochs, {summary['mc_samples']} MC samples). The table over "
+          f"datasets: `python scripts/reproduce.py {study_name}`.\n\n"
+          + reporting.markdown_table([cells], [(key, header, "s") for key, header, _ in columns]))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sections
+                       ) -> study.Report:
+  """Runs the protocol on ``config.dataset``; the aggregated results and the split rows."""
   ds = uci.load_uci(config.dataset, config.data_dir or None)
-  workdir = os.path.join(workdir, ds.name)
-  reporting.start_workdir(config, workdir)
-  results_path = os.path.join(workdir, "results.json")
-  return ds, workdir, results_path, reporting.load_json(results_path)
+  summary = sections("results", lambda: _grid_search_and_test(config, ds, sections))
+  columns = (("mc_rmse", "RMSE", ".4g"), ("log_likelihood", "LL", ".4f"),
+             ("weight_scaling_rmse", "WS RMSE", ".4g"))
+  return study.Report(summary=summary, markdown=dataset_report(summary, columns, "uci"),
+                      rows=summary["rows"])
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs the protocol on ``config.dataset``; returns the aggregated results."""
+STUDY = study.Study("uci", train_and_evaluate, subfolder=dataset_folder)
+
+
+def _grid_search_and_test(config: ml_collections.ConfigDict, ds: uci.UCIDataset,
+                          sections: study.Sections) -> dict[str, Any]:
   data_dir = config.data_dir or None
-  ds, workdir, results_path, finished = open_dataset_workdir(config, workdir)
-  if finished is not None:
-    logging.info("%s: loaded the finished result from %s", ds.name, results_path)
-    return finished
+  workdir = sections.folder
   start = time.perf_counter()
   n_splits = ds.n_splits if config.num_splits <= 0 else min(config.num_splits, ds.n_splits)
   splits = list(range(n_splits))
   # p-major, tau-minor: the reference code's loop order, which decides ties.
   grid = [(p, t) for p in ds.dropout_rates for t in ds.tau_values]
 
-  validation_path = os.path.join(workdir, "validation.json")
-  validation = reporting.load_json(validation_path)
-  if validation is None:
+  def grid_search():
     grid_index = np.tile(np.arange(len(grid)), (n_splits, 1))
     rates = np.tile([p for p, _ in grid], (n_splits, 1))
     taus = np.tile([t for _, t in grid], (n_splits, 1))
     validation = _train_and_test(config, ds, "validation", splits, grid_index, rates, taus,
                                  workdir)
     validation["members"] = [(s, g, p, t) for s in splits for g, (p, t) in enumerate(grid)]
-    io.write_json_atomic(validation_path, validation)
+    return validation
+
+  validation = sections("validation", grid_search)
   val_ll = np.asarray(validation["log_likelihood"]).reshape(n_splits, len(grid))
   chosen = [int(np.argmax(row)) for row in val_ll]  # first maximum on ties
 
@@ -306,7 +323,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
               "reference_mc_rmse": float(reference.mc_rmse[s]),
               "reference_log_likelihood": float(reference.log_likelihood[s])}
     rows.append(row)
-  io.write_csv_atomic(os.path.join(workdir, "splits.csv"), rows)
   summary = {
       "dataset": ds.name, "n_splits": n_splits,
       "epochs": ds.n_epochs * config.epochs_multiplier, "mc_samples": config.mc_samples,
@@ -325,7 +341,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if reference is not None:
     summary["reference_2018"] = {"mc_rmse": reference.summary["MC errors"],
                                  "log_likelihood": reference.summary["lls"]}
-  io.write_json_atomic(results_path, summary)
   logging.info("%s: MC RMSE %.4f +- %.4f, LL %.4f +- %.4f, WS RMSE %.4f", ds.name,
                *summary["mc_rmse"], *summary["log_likelihood"], summary["weight_scaling_rmse"][0])
   return summary

@@ -6,8 +6,8 @@ split, trained on the whole training split, all splits as one vmapped program; t
 same 10,000-sample test as the grid search. When the grid-search run of the same dataset
 is in ``config.grid_workdir``, each split's learned rates sit beside the chosen p.
 
-Workdir per dataset: ``config.json``, ``data.json``, ``train.npz`` (segment checkpoints),
-``results.json`` and ``splits.csv``.
+Workdir per dataset: ``config.json``, ``data.json``, ``checkpoints/`` (orbax: ``train`` per
+segment, ``test``), ``results.json``, ``results.md`` and ``results.csv`` (per split).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dropjax import io, regression
+from dropjax import regression
 from dropjax.data import uci
-from experiments import config_checks, reporting
+from experiments import config_checks, reporting, study
 from experiments import uci as uci_study
-from experiments.uci import map_models_resumably, open_dataset_workdir, train_in_segments
+from experiments.uci import map_models_resumably, train_in_segments
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -49,11 +49,24 @@ def learned_rates(params: Any) -> dict[str, np.ndarray]:
   return {name: np.asarray(rates[name]) for name in names}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sections
+                       ) -> study.Report:
   """Trains and tests concrete dropout on every split of ``config.dataset``."""
-  ds, workdir, results_path, finished = open_dataset_workdir(config, workdir)
-  if finished is not None:
-    return finished
+  ds = uci.load_uci(config.dataset, config.data_dir or None)
+  summary = sections("results", lambda: _train_and_test(config, ds, sections.folder))
+  columns = (*((f"rate_{name}", f"learned p ({name})", ".4f") for name in summary["rate_names"]),
+             ("mc_rmse", "RMSE", ".4g"), ("log_likelihood", "LL", ".4f"),
+             ("coverage_0.95", "95% PI coverage", ".3f"))
+  return study.Report(summary=summary,
+                      markdown=uci_study.dataset_report(summary, columns, "uci_concrete"),
+                      rows=summary["rows"])
+
+
+STUDY = study.Study("uci_concrete", train_and_evaluate, subfolder=uci_study.dataset_folder)
+
+
+def _train_and_test(config: ml_collections.ConfigDict, ds: uci.UCIDataset,
+                    workdir: str) -> dict[str, Any]:
   n_splits = ds.n_splits if config.num_splits <= 0 else min(config.num_splits, ds.n_splits)
   splits = [uci.uci_split(ds, s) for s in range(n_splits)]
   stack = lambda name: jnp.asarray(np.stack([getattr(sp, name) for sp in splits]), jnp.float32)
@@ -85,7 +98,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   total_epochs = ds.n_epochs * config.epochs_multiplier
   state, train_seconds, history = train_in_segments(
       jax.jit(segment, static_argnums=2), state,
-      checkpoint=os.path.join(workdir, "train.npz"), total_epochs=total_epochs,
+      checkpoint=os.path.join(workdir, "checkpoints", "train"), total_epochs=total_epochs,
       segment_epochs=config.segment_epochs, label=f"{ds.name} concrete",
       # Mean learned rates over splits, in the order of regression.CONCRETE_RATES.
       record=lambda st: [float(np.mean(r)) for r in learned_rates(st.params).values()])
@@ -98,7 +111,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   stats, test_seconds = map_models_resumably(
       test_split, (state.params, streams[:, 3], x_test, y_test, y_mean, y_std),
-      checkpoint=os.path.join(workdir, "test.npz"), label=f"{ds.name} concrete test")
+      checkpoint=os.path.join(workdir, "checkpoints", "test"), label=f"{ds.name} concrete test")
   rates = learned_rates(state.params)
 
   grid = reporting.load_json(os.path.join(config.grid_workdir, ds.name, "results.json")) \
@@ -113,7 +126,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       row |= {"grid_rate": g["rate"], "grid_tau": g["tau"], "grid_mc_rmse": g["mc_rmse"],
               "grid_log_likelihood": g["log_likelihood"]}
     rows.append(row)
-  io.write_csv_atomic(os.path.join(workdir, "splits.csv"), rows)
   summary = {
       "dataset": ds.name, "n_splits": n_splits, "epochs": total_epochs,
       "mc_samples": config.mc_samples,
@@ -133,7 +145,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     grid_rates = [r["rate"] for r in grid["rows"][:n_splits]]
     summary["grid"] = {"rate": reporting.mean_se(grid_rates),
                        "mc_rmse": grid["mc_rmse"], "log_likelihood": grid["log_likelihood"]}
-  io.write_json_atomic(results_path, summary)
   logging.info("%s concrete: RMSE %.4f, LL %.4f, rates %s", ds.name, summary["mc_rmse"][0],
                summary["log_likelihood"][0],
                {name: round(summary[f"rate_{name}"][0], 4) for name in rates})

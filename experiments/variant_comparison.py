@@ -16,7 +16,6 @@ config, so the numbers are the same).
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any
 
@@ -27,12 +26,12 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from dropjax import io, layers, metrics, variants
+from dropjax import layers, metrics, variants
 from dropjax.data import Split, SplitDataset
 from dropjax.mc import mc_predict, module_forward
 from dropjax.models import MLP, ConvNet, SequenceClassifier
 from dropjax.train import ensemble_member, fit_classifier, fit_ensemble, predict_probabilities
-from experiments import config_checks, datasets, reporting
+from experiments import config_checks, datasets, reporting, study
 
 # The metrics reported with mean ± s.e.; lower is better except accuracy.
 METRICS = ("accuracy_det", "accuracy_mc", "nll_det", "nll_mc", "ece_det", "ece_mc",
@@ -150,27 +149,28 @@ def run_variant(config: ml_collections.ConfigDict, variant: str, data,
   return result
 
 
-def _cached_run(config, variant: str, data, workdir: str, scale: float,
+def _cached_run(config, variant: str, data, sections: study.Sections, scale: float,
                 seed: int) -> dict[str, Any]:
-  path = os.path.join(workdir, "variants", f"{variant}@{scale:g}-seed{seed}.json")
-  result = reporting.load_json(path)
-  if result is None:
-    result = run_variant(config, variant, data, scale, seed)
-    io.write_json_atomic(path, result)
-    logging.info("%s x%g seed %d: validation %s %s, test acc %.4f / %.4f (det / MC), %.1fs",
-                 variant, scale, seed, config.tune_metric,
-                 result.get(f"validation_{config.tune_metric}", "-"), result["accuracy_det"],
-                 result["accuracy_mc"], result["train_seconds"])
+  return sections(f"variants/{variant}@{scale:g}-seed{seed}",
+                  lambda: _logged_run(config, variant, data, scale, seed))
+
+
+def _logged_run(config, variant: str, data, scale: float, seed: int) -> dict[str, Any]:
+  result = run_variant(config, variant, data, scale, seed)
+  logging.info("%s x%g seed %d: validation %s %s, test acc %.4f / %.4f (det / MC), %.1fs",
+               variant, scale, seed, config.tune_metric,
+               result.get(f"validation_{config.tune_metric}", "-"), result["accuracy_det"],
+               result["accuracy_mc"], result["train_seconds"])
   return result
 
 
 def tune_variant(config: ml_collections.ConfigDict, variant: str, data,
-                 workdir: str) -> dict[str, Any]:
+                 sections: study.Sections) -> dict[str, Any]:
   """Trains ``variant`` with seed 0 at every rate scale of ``config.tune_scales`` and
   returns the run with the best validation ``config.tune_metric`` (the first on ties),
   with every candidate's validation score. Tuning uses one seed, the test split none."""
   scales = tuple(config.tune_scales) if is_tuned(variant) else (1.0,)
-  candidates = [_cached_run(config, variant, data, workdir, scale, 0) for scale in scales]
+  candidates = [_cached_run(config, variant, data, sections, scale, 0) for scale in scales]
   scores = [c[f"validation_{config.tune_metric}"] for c in candidates]
   best = dict(candidates[int(np.argmin(scores))])  # argmin: the first on ties
   best["validation_score"] = best[f"validation_{config.tune_metric}"]
@@ -182,11 +182,11 @@ def tune_variant(config: ml_collections.ConfigDict, variant: str, data,
 
 
 def evaluate_variant(config: ml_collections.ConfigDict, variant: str, data,
-                     workdir: str) -> dict[str, Any]:
+                     sections: study.Sections) -> dict[str, Any]:
   """Tunes ``variant`` on seed 0, trains seeds ``1 .. num_seeds - 1`` at the chosen scale,
   and returns the row: per metric the mean, its standard error and every seed's value."""
-  tuned = tune_variant(config, variant, data, workdir)
-  runs = [tuned] + [_cached_run(config, variant, data, workdir, tuned["scale"], seed)
+  tuned = tune_variant(config, variant, data, sections)
+  runs = [tuned] + [_cached_run(config, variant, data, sections, tuned["scale"], seed)
                     for seed in range(1, config.num_seeds)]
   row = {k: tuned[k] for k in ("variant", "scale", "conv_rate", "dense_rate",
                                "validation_score", "candidates")}
@@ -369,7 +369,7 @@ def lstm_modes(config, data) -> list[dict[str, Any]]:
   return rows
 
 
-def _plot(paired, path):
+def _plot(paired):
   plt = reporting.pyplot()
   shown = ("accuracy_mc", "nll_mc", "ece_mc")
   fig, axes = plt.subplots(len(BASELINES), len(shown), figsize=(15, 4 * len(BASELINES)),
@@ -388,7 +388,7 @@ def _plot(paired, path):
       ax.axvline(0.0, color="k", lw=1)
       ax.set_yticks(y, names)
       ax.set_title(f"{_header(metric)}: variant - {baseline} (± 2 s.e.)")
-  reporting.save_figure(fig, path)
+  return fig
 
 
 TUNE_METRICS = ("nll_mc", "nll_det", "brier_mc", "brier_det", "ece_mc", "ece_det")
@@ -476,13 +476,12 @@ def _timed(compute) -> dict[str, Any]:
   return {"rows": rows, "seconds": time.perf_counter() - tic}
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs every variant of ``config.variants`` (resuming finished runs) and writes the report."""
-  check_config(config)
+def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sections
+                       ) -> study.Report:
+  """Runs every variant of ``config.variants`` (resuming finished runs); the report."""
   data = load_dataset(config)
-  reporting.start_workdir(config, workdir)
   start = time.perf_counter()
-  rows = [evaluate_variant(config, variant, data, workdir) for variant in config.variants]
+  rows = [evaluate_variant(config, variant, data, sections) for variant in config.variants]
   baseline = next((r["step_ms"] for r in rows if r["variant"] == "none"), None)
   for row in rows:
     row["overhead"] = row["step_ms"] / baseline if baseline else None
@@ -490,8 +489,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   section_seconds = {}
 
   def section(name, compute):
-    timed = reporting.load_or_compute(os.path.join(workdir, f"{name}.json"),
-                                      lambda: _timed(compute))
+    timed = sections(name, lambda: _timed(compute))
     section_seconds[name] = timed["seconds"]
     return timed["rows"]
 
@@ -573,17 +571,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )
   if config.dataset == "mnist":
     extra += published_mnist_section(config, data, rows, paired)
-  io.write_text_atomic(os.path.join(workdir, "results.md"), header + table + extra)
   csv_keys = ("variant", "scale", "conv_rate", "dense_rate", "validation_score",
               *(k for m in (*METRICS, "step_ms") for k in (m, f"{m}_se")), "overhead",
               "train_seconds")
-  io.write_csv_atomic(os.path.join(workdir, "results.csv"),
-                      [{k: r.get(k) for k in csv_keys} for r in rows])
-  _plot(paired, os.path.join(workdir, "variant_comparison.png"))
   summary = {r["variant"]: {"accuracy_mc": r["accuracy_mc"], "ece_mc": r["ece_mc"]} for r in rows}
   out = {"rows": rows, "paired": paired, "findings": found, "summary": summary,
          "rate_sweep": sweep, "batchnorm": bn, "lstm": lstm, "compute_seconds": total,
          "wall_seconds": wall}
-  io.write_json_atomic(os.path.join(workdir, "metrics.json"), out)
-  print(header + table + extra)
-  return out
+  return study.Report(summary=out, markdown=header + table + extra,
+                      rows=[{k: r.get(k) for k in csv_keys} for r in rows],
+                      figures={"variant_comparison.png": _plot(paired)})
+
+
+STUDY = study.Study("variant_comparison", train_and_evaluate)

@@ -1,11 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates the concrete-dropout synthetic study (Gal, Hron & Kendall 2017, §4.1):
-# results/concrete-synthetic.md and results/concrete_synthetic.png.
+# Kept so that the commands printed in committed reports still run; the one implementation
+# is scripts/reproduce.py (python scripts/reproduce.py concrete_synthetic --workdir DIR).
+#   bash scripts/reproduce_concrete.sh [workdir]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-workdir=${1:-runs/concrete_synthetic}
-$PY -m experiments.main --config=experiments/configs/concrete_dropout.py --workdir="$workdir"
-cp "$workdir/results.md" results/concrete-synthetic.md
-cp "$workdir/learned_rates.png" results/concrete_synthetic.png
-$PY scripts/update_readme.py
+exec "$PY" scripts/reproduce.py concrete_synthetic ${1:+--workdir="$1"}

@@ -51,7 +51,7 @@ def main():
   header = [
       "Concrete dropout (learned p, heteroscedastic head) against grid-searched MC dropout "
       "(our run of the 2018 protocol) on the same splits, epochs and 10,000 MC samples. "
-      "Mean ± standard error over splits. `bash scripts/reproduce_uci_concrete.sh`.",
+      "Mean ± standard error over splits. `python scripts/reproduce.py uci_concrete`.",
       "",
       "The hidden p is one rate shared by the mean and log-variance heads, or, with separate "
       "heads (the reference notebook's layout), the mean head's / the log-variance head's.",

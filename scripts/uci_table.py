@@ -4,7 +4,7 @@
 
 Published numbers are read from the data dir, never typed here: the 2018 update from each
 dataset's reference log (``uci/<name>/results/log_100_xepochs_1_hidden_layers.txt``) and
-the 2016 paper column from the table in ``<data_dir>/README.md``. Writes ``uci_table.md``
+the 2016 paper column from the table in ``<data_dir>/README.md``. Writes ``uci-table.md``
 and ``uci_table.csv`` atomically.
 """
 
@@ -100,7 +100,7 @@ def main():
       "(deterministic) RMSE; 95% PI: percentage of test targets inside the central 95% "
       "interval of the moment-matched predictive N(mean, var + 1/tau). "
       "Band: |ours - 2018| <= 2 s.e.(2018), or better. Time: both "
-      "phases on the 2-core CPU here. `bash scripts/reproduce_uci.sh`.",
+      "phases on the 2-core CPU here. `python scripts/reproduce.py uci`.",
       "",
       "| dataset | splits | epochs | RMSE (ours) | RMSE (2018) | RMSE (2016) | LL (ours) | "
       "LL (2018) | LL (2016) | WS RMSE (ours) | 95% PI coverage % | in band (RMSE / LL) | "
@@ -113,7 +113,7 @@ def main():
             f"All {len(rows)} took {all_seconds / 3600:.1f} hours on the 2-core CPU here "
             f"(the sum of the time column)."] if rows else []
   text = "\n".join(header + lines + footer) + "\n"
-  io.write_text_atomic(os.path.join(args.out, "uci_table.md"), text)
+  io.write_text_atomic(os.path.join(args.out, "uci-table.md"), text)
   io.write_csv_atomic(os.path.join(args.out, "uci_table.csv"), rows)
   print(text)
 

@@ -19,7 +19,7 @@ from dropjax.data import Split, idx, uci, uci_sha256
 from dropjax.data.paths import DATA_DIR_ENV, ChecksumError, DataNotFoundError
 from dropjax.models import MLP
 from dropjax.train import fit_classifier
-from experiments import config_checks, main, reporting
+from experiments import config_checks, main, reporting, study
 from experiments.configs import active_learning as active_learning_config
 from experiments.configs import concrete_dropout as concrete_dropout_config
 from experiments.configs import ensemble_interpretation as ensemble_config
@@ -147,7 +147,7 @@ def _mlp(hidden=8):
 
 @functools.cache
 def _trained_checkpoint() -> str:
-  path = os.path.join(_CHECKPOINTS.name, "ckpt.npz")
+  path = os.path.join(_CHECKPOINTS.name, "ckpt")
   fit_classifier(_mlp(), _TRAIN, checkpoint_path=path, **_FIT)
   return path
 
@@ -163,13 +163,13 @@ def _concrete_mlp(weight_regularizer):
 
 
 def _resume_other_penalty(tmp):
-  path = os.path.join(tmp, "concrete.npz")
+  path = os.path.join(tmp, "concrete")
   fit_classifier(_concrete_mlp(1e-4), _TRAIN, checkpoint_path=path, **_FIT)
   fit_classifier(_concrete_mlp(1e-2), _TRAIN, checkpoint_path=path, **_FIT)
 
 
 def _old_checkpoint(tmp):
-  path = os.path.join(tmp, "old.npz")
+  path = os.path.join(tmp, "old")
   model = _mlp()
   checkpoint.save_checkpoint(path, {"model": nnx.state(model)},
                              {"history": {}, "epoch": 1, "bad_epochs": 0})
@@ -178,8 +178,9 @@ def _old_checkpoint(tmp):
 
 def _study_with_metrics(metrics):
   config = uci_config.get_config("quick")
-  with mock.patch.dict(main.STUDIES, {"uci": lambda config, workdir: metrics}):
-    main.run_study(config, "/nonexistent-workdir")
+  fake = study.Study("uci", lambda config, sections: study.Report(summary=metrics, markdown=""))
+  with tempfile.TemporaryDirectory() as workdir, mock.patch.dict(main.STUDIES, {"uci": fake}):
+    main.run_study(config, workdir)
 
 
 CASES = [

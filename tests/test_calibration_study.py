@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 from scipy import ndimage
 
-from experiments import config_checks, mc_calibration
+from experiments import config_checks, main, mc_calibration
 from experiments.configs import mc_calibration as config_lib
 
 
@@ -32,7 +32,7 @@ def test_rotation_is_the_reference_call_then_its_centre_crop():
 @pytest.mark.slow
 def test_quick_study_reports_every_method_over_seeds(tmp_path):
   config = config_lib.get_config("quick")
-  out = mc_calibration.train_and_evaluate(config, str(tmp_path))
+  out = main.run_study(config, str(tmp_path))
   summary = out["summary"]
   assert [r["method"] for r in summary["clean"]] == [
       "vanilla", "temperature scaling", "deep ensemble (2)", "dropout net, no MC",
@@ -53,7 +53,7 @@ def test_quick_study_reports_every_method_over_seeds(tmp_path):
   text = (tmp_path / "results.md").read_text()
   assert "| setting | ours | reference | source |" in text
   assert (tmp_path / "seeds" / "seed1.json").stat().st_size > 0
-  again = mc_calibration.train_and_evaluate(config, str(tmp_path))  # every seed cached
+  again = main.run_study(config, str(tmp_path))  # every seed cached
   assert again["summary"] == summary
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import concrete_dropout
+from experiments import concrete_dropout, main
 from experiments.configs import concrete_dropout as config_lib
 
 
@@ -30,24 +30,23 @@ def test_model_has_five_learnable_rates_and_their_penalty():
 
 @pytest.mark.slow
 def test_quick_study_runs_and_reports_published_rates(tmp_path):
-  out = concrete_dropout.train_and_evaluate(config_lib.get_config("quick"), str(tmp_path))
+  out = main.run_study(config_lib.get_config("quick"), str(tmp_path))
   rows = out["rows"]
   assert [r["n"] for r in rows] == [10, 100]
   assert rows[0]["published"] == [0.077, 0.404, 0.404, 0.403]
   for r in rows:
     assert all(0 < p < 1 for p in r["rates_mean"]) and np.isfinite(r["rmse"])
   assert "(0.404)" in (tmp_path / "results.md").read_text()
-  again = concrete_dropout.train_and_evaluate(config_lib.get_config("quick"), str(tmp_path))
+  again = main.run_study(config_lib.get_config("quick"), str(tmp_path))
   assert again["rows"] == rows
 
 
 @pytest.mark.slow
 def test_concrete_mlp_study_records_rates_per_epoch_and_resumes(tmp_path):
-  from experiments import concrete_mnist
   from experiments.configs import concrete_mnist as mnist_config
 
   config = mnist_config.get_config("quick")
-  out = concrete_mnist.train_and_evaluate(config, str(tmp_path))
+  out = main.run_study(config, str(tmp_path))
   concrete, fixed = out["rows"]
   assert len(concrete["rate_history"]) == config.epochs + 1
   np.testing.assert_allclose(concrete["rate_history"][0], 0.1, rtol=1e-5)
@@ -55,4 +54,4 @@ def test_concrete_mlp_study_records_rates_per_epoch_and_resumes(tmp_path):
   assert concrete["rates"] != concrete["rate_history"][0]
   assert fixed["rates"] == [0.2, 0.5] and fixed["rate_history"] == []
   assert all(0 <= r[k] <= 1 for r in out["rows"] for k in ("error_det", "error_mc"))
-  assert concrete_mnist.train_and_evaluate(config, str(tmp_path))["rows"] == out["rows"]
+  assert main.run_study(config, str(tmp_path))["rows"] == out["rows"]

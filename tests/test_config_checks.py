@@ -59,9 +59,10 @@ def test_command_line_refuses_unknown_fields_and_bad_values_before_any_work(tmp_
 
 
 def test_a_study_reporting_nan_exits_non_zero_naming_the_metric(tmp_path):
-  code = ("import sys; from absl import app; from experiments import main; "
-          "main.STUDIES['uci'] = lambda config, workdir: "
-          "{'rows': [{'split': 0, 'mc_rmse': 0.5}, {'split': 1, 'mc_rmse': float('nan')}]}; "
+  code = ("import sys; from absl import app; from experiments import main, study; "
+          "main.STUDIES['uci'] = study.Study('uci', lambda config, sections: study.Report("
+          "summary={'rows': [{'split': 0, 'mc_rmse': 0.5}, "
+          "{'split': 1, 'mc_rmse': float('nan')}]}, markdown='')); "
           "sys.argv[0] = 'main'; app.run(main.main, flags_parser=main.parse_flags)")
   run = _main("--config=experiments/configs/uci.py:quick", f"--workdir={tmp_path}", code=code)
   assert run.returncode == 1

@@ -10,7 +10,7 @@ from dropjax import schedules
 from dropjax.data import load_digits
 from dropjax.models import MLP, ConvNet
 from dropjax.train import fit_classifier, largest_unit_norm, max_norm_projection, rate_variables
-from experiments import regularizers
+from experiments import main, regularizers
 from experiments.configs import regularizers as config_lib
 
 DATA = load_digits()
@@ -118,7 +118,7 @@ def test_unknown_method_is_named(tmp_path):
   config = config_lib.get_config("quick")
   config.methods = ("dropout", "mixup")
   with pytest.raises(ValueError, match="'mixup' is not one of"):
-    regularizers.train_and_evaluate(config, str(tmp_path))
+    main.run_study(config, str(tmp_path))
 
 
 @pytest.mark.slow
@@ -126,11 +126,11 @@ def test_quick_study_tunes_runs_and_resumes(tmp_path):
   config = config_lib.get_config("quick")
   config.models = ("mlp",)
   config.methods = ("none", "dropout", "dropout_curriculum", "early_stopping")
-  out = regularizers.train_and_evaluate(config, str(tmp_path))
+  out = main.run_study(config, str(tmp_path))
   assert out["tuned_dense_rate"]["mlp"] in config.tuning_rates
   assert len(out["rows"]) == 4 * config.num_seeds
   assert all(0 <= r["error"] <= 1 and np.isfinite(r["nll"]) for r in out["rows"])
   assert any("Tuned fixed rate vs schedule" in c for c in out["claims"])
   assert (tmp_path / "regularizers.png").exists()
-  again = regularizers.train_and_evaluate(config, str(tmp_path))
+  again = main.run_study(config, str(tmp_path))
   assert again["rows"] == out["rows"]

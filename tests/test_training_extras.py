@@ -1,7 +1,11 @@
 """Checkpoint/resume, early stopping, vmapped hyper-parameters, sequence and attention models."""
 
 import os
+import signal
 import stat
+import subprocess
+import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -30,24 +34,39 @@ class Killed(Exception):
   pass
 
 
+_KWARGS = "dict(key=jax.random.key(3), epochs=4, batch_size=64, learning_rate=1e-3)"
+
+# Trains with a checkpoint and SIGKILLs itself after epoch 2's save: no clean-up runs.
+_TRAIN_UNTIL_KILLED = f"""
+import os, signal, sys
+import jax
+from flax import nnx
+from dropjax.data import load_digits
+from dropjax.models import MLP
+from dropjax.train import fit_classifier
+data = load_digits()
+model = MLP(64, [32], 10, input_rate=0.1, hidden_rate=0.3, rngs=nnx.Rngs(params=0, dropout=1))
+def die(stats):
+  if stats["epoch"] == 2:
+    os.kill(os.getpid(), signal.SIGKILL)
+fit_classifier(model, data.train, validation=data.validation, checkpoint_path=sys.argv[1],
+               progress=die, **{_KWARGS})
+"""
+
+
 def test_killed_and_resumed_run_ends_with_the_same_numbers(tmp_path):
-  kwargs = dict(key=jax.random.key(3), epochs=4, batch_size=64, learning_rate=1e-3,
-                validation=DATA.validation)
+  kwargs = eval(_KWARGS)
   straight = _mlp()
-  history = fit_classifier(straight, DATA.train, **kwargs)
+  history = fit_classifier(straight, DATA.train, validation=DATA.validation, **kwargs)
 
-  path = str(tmp_path / "ckpt.npz")
-
-  def kill_after_two(stats):
-    if stats["epoch"] == 2:
-      raise Killed
-
-  interrupted = _mlp()
-  with pytest.raises(Killed):
-    fit_classifier(interrupted, DATA.train, checkpoint_path=path, progress=kill_after_two,
-                   **kwargs)
+  path = str(tmp_path / "ckpt")
+  killed = subprocess.run([sys.executable, "-c", _TRAIN_UNTIL_KILLED, path],
+                          env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+  assert checkpoint.read_checkpoint_metadata(path)["epoch"] == 2
   resumed = _mlp(nnx.Rngs(params=0, dropout=1))  # a fresh process rebuilds the model
-  resumed_history = fit_classifier(resumed, DATA.train, checkpoint_path=path, **kwargs)
+  resumed_history = fit_classifier(resumed, DATA.train, validation=DATA.validation,
+                                   checkpoint_path=path, **kwargs)
   for a, b in zip(_params(straight), _params(resumed), strict=True):
     np.testing.assert_array_equal(a, b)
   assert resumed_history["loss"] == history["loss"]
@@ -62,7 +81,7 @@ def test_a_concrete_run_resumes_under_its_own_settings_only(tmp_path):
   kwargs = dict(key=jax.random.key(5), epochs=2, batch_size=32, learning_rate=1e-3)
   straight = make()
   fit_classifier(straight, small, **kwargs)
-  path = str(tmp_path / "ckpt.npz")
+  path = str(tmp_path / "ckpt")
 
   def kill_after_one(stats):
     raise Killed
@@ -152,7 +171,7 @@ def test_batchnorm_placements():
 
 def test_checkpoint_roundtrip_with_typed_keys_and_shape_check(tmp_path):
   tree = {"w": jnp.arange(6.0).reshape(2, 3), "key": jax.random.key(7, impl="rbg")}
-  path = str(tmp_path / "c.npz")
+  path = str(tmp_path / "c")
   checkpoint.save_checkpoint(path, {"t": tree}, {"epoch": 3})
   trees, meta = checkpoint.load_checkpoint(path, {"t": tree})
   assert meta == {"epoch": 3}
@@ -168,25 +187,68 @@ def test_result_files_and_checkpoints_get_the_umask_permissions(tmp_path, umask,
   old = os.umask(umask)
   try:
     io.write_json_atomic(tmp_path / "r.json", {"a": 1})
-    checkpoint.save_checkpoint(str(tmp_path / "c.npz"), {"t": {"w": jnp.ones(2)}}, {})
+    for epoch in range(2):  # the second save replaces the first
+      checkpoint.save_checkpoint(str(tmp_path / "c"), {"t": {"w": jnp.ones(2)}}, {"e": epoch})
   finally:
     os.umask(old)
   assert stat.S_IMODE(os.stat(tmp_path / "r.json").st_mode) == mode
-  assert stat.S_IMODE(os.stat(tmp_path / "c.npz").st_mode) == mode
-  assert sorted(p.name for p in tmp_path.iterdir()) == ["c.npz", "r.json"]  # no temp left
+  for folder, dirs, files in os.walk(tmp_path / "c"):
+    for name in files:
+      assert stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode) == mode, name
+    for name in dirs:
+      assert stat.S_IMODE(os.stat(os.path.join(folder, name)).st_mode) == 0o777 & ~umask, name
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "r.json"]
+  assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["1"]  # one step, no temp left
+  assert checkpoint.read_checkpoint_metadata(str(tmp_path / "c")) == {"e": 1}
 
 
-def test_checkpoints_and_results_reach_the_disk_before_the_rename(tmp_path, monkeypatch):
-  events = []
-  fsync, replace = os.fsync, os.replace
-  monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), fsync(fd))[1])
-  monkeypatch.setattr(os, "replace", lambda a, b: (events.append("replace"), replace(a, b))[1])
-  checkpoint.save_checkpoint(str(tmp_path / "c.npz"), {"t": {"w": jnp.ones(2)}}, {"epoch": 1})
-  assert events[:2] == ["fsync", "replace"]
-  events.clear()
-  io.write_text_atomic(tmp_path / "r.txt", "x")
-  assert events[:2] == ["fsync", "replace"]
-  assert checkpoint.read_checkpoint_metadata(str(tmp_path / "c.npz")) == {"epoch": 1}
+def test_checkpoints_restore_by_leaf_name_not_position(tmp_path):
+  path = str(tmp_path / "c")
+  checkpoint.save_checkpoint(path, {"t": {"a": jnp.zeros(3), "b": jnp.ones(3)}}, {})
+  # Same shapes, one leaf renamed: by position it would load; by name it is refused.
+  renamed = r"missing from the checkpoint .*'c'.*not in the model .*'b'"
+  with pytest.raises(ValueError, match=renamed):
+    checkpoint.load_checkpoint(path, {"t": {"a": jnp.zeros(3), "c": jnp.zeros(3)}})
+  with pytest.raises(ValueError, match="holds the trees"):
+    checkpoint.load_checkpoint(path, {"u": {"a": jnp.zeros(3)}})
+  trees, _ = checkpoint.load_checkpoint(path, {"t": {"b": jnp.zeros(3), "a": jnp.zeros(3)}})
+  np.testing.assert_array_equal(trees["t"]["b"], np.ones(3))
+
+
+def test_an_older_npz_checkpoint_is_refused_with_the_way_out(tmp_path):
+  path = tmp_path / "ckpt.npz"
+  np.savez(path, w=np.ones(2))
+  for call in (lambda: checkpoint.checkpoint_exists(str(path)),
+               lambda: checkpoint.load_checkpoint(str(path), {"t": {"w": jnp.ones(2)}})):
+    with pytest.raises(ValueError, match=r"older \.npz format.*Delete it"):
+      call()
+
+
+_SAVE_FOREVER = """
+import sys
+import jax.numpy as jnp
+from dropjax import checkpoint
+for i in range(10_000):
+  checkpoint.save_checkpoint(sys.argv[1], {"t": {"w": jnp.full((256, 1024), float(i))}}, {"i": i})
+  print(i, flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.013, 0.029])
+def test_a_save_killed_at_any_moment_leaves_a_whole_checkpoint(tmp_path, delay):
+  """SIGKILL during a stream of saves: what is left is one complete, consistent save."""
+  path = str(tmp_path / "c")
+  child = subprocess.Popen([sys.executable, "-c", _SAVE_FOREVER, path], stdout=subprocess.PIPE,
+                           text=True, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  for _ in range(3):  # a few saves finished, so the kill lands between or inside saves
+    assert child.stdout.readline(), "the saving process died"
+  time.sleep(delay)
+  child.send_signal(signal.SIGKILL)
+  child.wait()
+  child.stdout.close()
+  trees, meta = checkpoint.load_checkpoint(path, {"t": {"w": jnp.zeros((256, 1024))}})
+  assert meta["i"] >= 2
+  np.testing.assert_array_equal(trees["t"]["w"], np.full((256, 1024), float(meta["i"])))
 
 
 def test_a_failed_write_leaves_the_old_file(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -12,8 +13,8 @@ from scipy.stats import norm
 
 from dropjax import regression
 from dropjax.data import uci, uci_sha256
+from experiments import main
 from experiments import uci as uci_experiment
-from experiments import uci_concrete
 from experiments.configs import uci as uci_config
 from experiments.configs import uci_concrete as uci_concrete_config
 
@@ -91,8 +92,8 @@ def test_training_in_segments_equals_one_run():
 def test_test_pass_resumes_between_models_and_ignores_other_models_results(tmp_path):
   models = {"w": jnp.arange(12.0).reshape(6, 2), "key": jax.random.split(jax.random.key(0), 6)}
   fn = lambda m: {"sum": m["w"].sum() + jax.random.uniform(m["key"]), "twice": 2 * m["w"]}
-  checkpoint = str(tmp_path / "test.npz")
-  whole, _ = uci_experiment.map_models_resumably(fn, models, checkpoint=str(tmp_path / "a.npz"),
+  checkpoint = str(tmp_path / "test")
+  whole, _ = uci_experiment.map_models_resumably(fn, models, checkpoint=str(tmp_path / "a"),
                                                  label="whole")
   np.testing.assert_array_equal(whole["twice"], 2 * models["w"])
   # Killed at model 4: a host callback fails there, after models 0-3 were saved.
@@ -151,7 +152,7 @@ def test_quick_run_end_to_end_selects_the_argmax_and_resumes(data_dir, tmp_path,
   config = uci_config.get_config("quick")
   config.data_dir = data_dir
   workdir = str(tmp_path)
-  summary = uci_experiment.train_and_evaluate(config, workdir)
+  summary = main.run_study(config, workdir)
   assert summary["n_splits"] == 2 and np.isfinite(summary["log_likelihood"][0])
   assert summary["reference_2018"]["mc_rmse"][0] == pytest.approx(0.666275)
   folder = os.path.join(workdir, "yacht")
@@ -163,21 +164,21 @@ def test_quick_run_end_to_end_selects_the_argmax_and_resumes(data_dir, tmp_path,
     best = int(np.flatnonzero(ll[s] == ll[s].max())[0])  # first maximum
     assert (row["rate"], row["tau"]) == grid[best]
     assert {"reference_mc_rmse", "reference_rate"} <= set(row)
-  assert os.path.getsize(os.path.join(folder, "splits.csv")) > 0
+  assert os.path.getsize(os.path.join(folder, "results.csv")) > 0
   # The workdir records the data it ran on: the published files' checksums.
   data = json.load(open(os.path.join(folder, "data.json")))
   assert data["files"]["uci/yacht/data/data.txt"] == uci_sha256.recorded("yacht")["data/data.txt"]
   # Killed after the grid search: the final phase reruns from scratch and matches.
   os.remove(os.path.join(folder, "results.json"))
-  os.remove(os.path.join(folder, "final.npz"))
-  again = uci_experiment.train_and_evaluate(config, workdir)
+  shutil.rmtree(os.path.join(folder, "checkpoints", "final"))
+  again = main.run_study(config, workdir)
   assert again["rows"] == summary["rows"]
   # The table script reads the workdir; its total time is the sum of its rows'.
   out = tmp_path / "table"
   monkeypatch.setattr("sys.argv", ["uci_table.py", "--workdir", workdir, "--data_dir", data_dir,
                                    "--out", str(out)])
   _uci_table_script().main()
-  text = (out / "uci_table.md").read_text()
+  text = (out / "uci-table.md").read_text()
   seconds = sum(again["seconds"][k] for k in again["seconds"] if k != "this_invocation")
   assert "| yacht | 2 |" in text
   assert (f"of 1 datasets within the band on both RMSE and LL. All 1 took "
@@ -261,7 +262,7 @@ def test_separate_heads_draw_their_own_masks_and_penalties():
 def test_concrete_quick_run_learns_rates_and_resumes(data_dir, tmp_path):
   config = uci_concrete_config.get_config("quick")
   config.data_dir = data_dir
-  summary = uci_concrete.train_and_evaluate(config, str(tmp_path))
+  summary = main.run_study(config, str(tmp_path))
   assert summary["n_splits"] == 2 and np.isfinite(summary["log_likelihood"][0])
   for row in summary["rows"]:
     assert 0 < row["rate_input"] < 1
@@ -274,7 +275,7 @@ def test_concrete_quick_run_learns_rates_and_resumes(data_dir, tmp_path):
   means = [np.mean([row[f"rate_{n}"] for row in summary["rows"]]) for n in summary["rate_names"]]
   np.testing.assert_allclose(summary["rate_history"][-1]["value"], means, rtol=1e-5)
   os.remove(os.path.join(tmp_path, "yacht", "results.json"))  # the finished checkpoint is kept
-  again = uci_concrete.train_and_evaluate(config, str(tmp_path))
+  again = main.run_study(config, str(tmp_path))
   assert again["rows"] == summary["rows"]
   # The rates recorded per segment are kept in the checkpoint, so a resume keeps them.
   assert len(again["rate_history"]) == 2 and again["rate_history"] == summary["rate_history"]

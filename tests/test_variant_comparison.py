@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from experiments import variant_comparison
+from experiments import main, variant_comparison
 from experiments.configs import variant_comparison as config_lib
 
 
@@ -17,7 +17,7 @@ def test_quick_run_reports_every_variant_and_resumes_to_the_same_numbers(tmp_pat
   # registered variant trains in tests/test_models_train.py, which keeps this one short.
   config.variants = ("none", "dropout", "dropblock", "concrete")
   workdir = str(tmp_path / "run")
-  first = variant_comparison.train_and_evaluate(config, workdir)
+  first = main.run_study(config, workdir)
   names = [r["variant"] for r in first["rows"]]
   assert names == list(config.variants)
   for name in ("config.json", "results.md", "results.csv", "metrics.json",
@@ -74,7 +74,7 @@ def test_quick_run_reports_every_variant_and_resumes_to_the_same_numbers(tmp_pat
   # A run killed after some variants: drop two finished results and run again.
   for name in ("dropout@0.5-seed0", "dropout@1-seed0", "concrete@1-seed1"):
     os.remove(os.path.join(workdir, "variants", f"{name}.json"))
-  resumed = variant_comparison.train_and_evaluate(config, workdir)
+  resumed = main.run_study(config, workdir)
   timing = ("train_seconds", "step_ms", "overhead", "seconds")
   timing_keys = lambda k: any(k.startswith(t) for t in timing)
   strip = lambda rows: [{k: v for k, v in r.items() if not timing_keys(k)} | {
@@ -88,15 +88,15 @@ def test_resuming_under_a_different_config_is_refused(tmp_path):
   config = config_lib.get_config("quick")
   config.variants = ("none",)
   workdir = str(tmp_path / "run")
-  variant_comparison.train_and_evaluate(config, workdir)
+  main.run_study(config, workdir)
   config.seed = 1
   with pytest.raises(ValueError, match=r"different config \(fields \['seed'\]\)"):
-    variant_comparison.train_and_evaluate(config, workdir)
+    main.run_study(config, workdir)
   assert json.load(open(os.path.join(workdir, "config.json")))["seed"] == 0
   # How a run executes may change on resume: MC samples are keyed by index, not by chunk.
   config.seed = 0
   config.mc_chunk_size = 1
-  variant_comparison.train_and_evaluate(config, workdir)
+  main.run_study(config, workdir)
   assert json.load(open(os.path.join(workdir, "config.json")))["mc_chunk_size"] == 1
 
 
@@ -110,7 +110,7 @@ def test_bad_tuning_setups_are_refused_before_training(tmp_path, field, value, m
   config = config_lib.get_config("quick")
   config[field] = value
   with pytest.raises(ValueError, match=match):
-    variant_comparison.train_and_evaluate(config, str(tmp_path / "run"))
+    main.run_study(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
 
 
@@ -125,7 +125,7 @@ def test_runs_on_mnist_from_the_data_dir(data_dir, tmp_path):
   config.dataset, config.data_dir, config.train_size = "mnist", data_dir, 256
   config.variants = ("none", "dropblock")
   config.tune_scales = (1.0,)  # tuning is the digits test's subject; this one is the data's
-  out = variant_comparison.train_and_evaluate(config, str(tmp_path))
+  out = main.run_study(config, str(tmp_path))
   assert [r["variant"] for r in out["rows"]] == ["none", "dropblock"]
   assert all(0 <= r["accuracy_mc"] <= 1 for r in out["rows"])
   assert {r["train_examples"] for r in out["rate_sweep"]} == {26, 256}

@@ -10,6 +10,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dropjax._extras import require
+
 
 class Split(NamedTuple):
   images: np.ndarray  # (N, 8, 8, 1) float32 in [0, 1]
@@ -42,7 +44,7 @@ def load_digits(
     >>> data.train.images.shape[1:], data.num_classes
     ((8, 8, 1), 10)
   """
-  from sklearn.datasets import load_digits as sklearn_digits
+  sklearn_datasets = require("sklearn.datasets", "load_digits (the embedded digits)")
 
   for name, frac in (("validation_fraction", validation_fraction),
                      ("test_fraction", test_fraction)):
@@ -50,7 +52,7 @@ def load_digits(
       raise ValueError(f"`{name}` must be in [0, 1); got {frac}.")
   if validation_fraction + test_fraction >= 1:
     raise ValueError("`validation_fraction + test_fraction` must be below 1.")
-  digits = sklearn_digits()
+  digits = sklearn_datasets.load_digits()
   images = (digits.images / 16.0).astype(np.float32)[..., None]
   labels = digits.target.astype(np.int32)
   rng = np.random.default_rng(seed)

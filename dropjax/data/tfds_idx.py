@@ -20,10 +20,12 @@ import os
 from typing import ClassVar
 
 import numpy as np
-import tensorflow_datasets as tfds
 
+from dropjax._extras import require
 from dropjax.data.idx import IDX_DATASETS, read_idx
 from dropjax.data.paths import resolve_data_dir
+
+tfds = require("tensorflow_datasets", "dropjax.data.tfds_idx")
 
 
 def default_tfds_dir() -> str:

@@ -12,7 +12,7 @@ One dataset:
   python -m experiments.main --config=experiments/configs/uci.py --config.dataset=yacht \
       --workdir=runs/uci --config.data_dir=../shared/data
 The whole table (every dataset under the data dir, resumable):
-  bash scripts/reproduce_uci.sh
+  python scripts/reproduce.py uci
 CPU smoke run (seconds): --config=experiments/configs/uci.py:quick
 """
 

@@ -11,7 +11,7 @@ published table: the paper reports UCI results in figures only.
 One dataset:
   python -m experiments.main --config=experiments/configs/uci_concrete.py \
       --config.dataset=yacht --workdir=runs/uci_concrete --config.data_dir=../shared/data
-The table (Yacht, Boston, Energy): bash scripts/reproduce_uci_concrete.sh
+The table (Yacht, Boston, Energy): python scripts/reproduce.py uci_concrete
 CPU smoke run: --config=experiments/configs/uci_concrete.py:quick
 """
 

@@ -1,0 +1,133 @@
+"""The study contract: a study computes named, resumable sections and returns a `Report`;
+one runner (`run`) prepares its folder and writes every file the same way.
+
+A study is a function ``(config, sections) -> Report``. ``sections(name, compute)`` returns
+the JSON result of a finished section (``<folder>/<name>.json``) or computes it and writes
+it atomically, so a killed study resumes after its last finished section. The runner:
+1. checks the folder (`reporting.start_workdir`: ``config.json`` and ``data.json``; a
+   different config or other data is refused);
+2. runs the study;
+3. writes ``results.md``, ``results.csv``, ``metrics.json``, the figures and any other tables,
+   each atomically;
+4. refuses a summary holding NaN or infinity (`reporting.check_finite_metrics`), after
+   writing, so that the files show what went wrong.
+
+`scripts/reproduce.py` copies the files into ``results/`` and refreshes the docs' blocks.
+
+Example (a study of three lines)::
+
+  def train_and_evaluate(config, sections):
+    value = sections("value", lambda: {"x": config.seed + 1})
+    return Report(summary=value, markdown=f"x = {value['x']}\\n")
+
+  STUDY = Study("toy", train_and_evaluate)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import ml_collections
+
+from dropjax import io
+from experiments import reporting
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+  """What a study returns; `write_report` turns it into files.
+
+  Attributes:
+    summary: the study's numbers (JSON values): ``metrics.json``, and what `run` returns.
+    markdown: ``results.md``, the report with its tables.
+    rows: ``results.csv``, one dict per row of the main table; empty: no file.
+    figures: ``{file name: matplotlib Figure}``, saved as PNG and closed.
+    tables: other CSV files, ``{file name: rows}``.
+  """
+
+  summary: Mapping[str, Any]
+  markdown: str
+  rows: Sequence[Mapping[str, Any]] = ()
+  figures: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  tables: Mapping[str, Sequence[Mapping[str, Any]]] = dataclasses.field(default_factory=dict)
+
+
+class Sections:
+  """Named, resumable sections of a study, stored as JSON in its folder.
+
+  Args:
+    folder: the study's folder; a section named ``"seeds/seed0"`` is
+      ``<folder>/seeds/seed0.json``.
+  """
+
+  def __init__(self, folder: str):
+    self.folder = folder
+
+  def path(self, name: str) -> str:
+    """Where the section ``name`` is stored."""
+    return os.path.join(self.folder, f"{name}.json")
+
+  def __call__(self, name: str, compute: Callable[[], T]) -> T:
+    """The stored result of section ``name``, or ``compute()``, stored atomically."""
+    return reporting.load_or_compute(self.path(name), compute)
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+  """A registered study.
+
+  Attributes:
+    name: the value of ``config.study`` that selects it.
+    train_and_evaluate: ``(config, sections) -> Report``.
+    subfolder: ``config -> name`` of the folder inside the workdir where one run lives
+      (the UCI studies keep one per dataset in a shared workdir); None: the workdir itself.
+  """
+
+  name: str
+  train_and_evaluate: Callable[[ml_collections.ConfigDict, Sections], Report]
+  subfolder: Callable[[ml_collections.ConfigDict], str] | None = None
+
+  def folder(self, config: ml_collections.ConfigDict, workdir: str) -> str:
+    """The folder of the run of ``config`` under ``workdir``."""
+    return workdir if self.subfolder is None else os.path.join(workdir, self.subfolder(config))
+
+
+def write_report(folder: str, report: Report) -> None:
+  """Writes every file of ``report`` into ``folder``, each atomically."""
+  io.write_text_atomic(os.path.join(folder, "results.md"), report.markdown)
+  io.write_json_atomic(os.path.join(folder, "metrics.json"), report.summary)
+  if report.rows:
+    io.write_csv_atomic(os.path.join(folder, "results.csv"), report.rows)
+  for name, rows in report.tables.items():
+    io.write_csv_atomic(os.path.join(folder, name), rows)
+  for name, fig in report.figures.items():
+    reporting.save_figure(fig, os.path.join(folder, name))
+
+
+def run(study: Study, config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs ``study`` under ``config`` in ``workdir`` and writes its report.
+
+  Args:
+    study: the registered study.
+    config: its config (already checked by `config_checks.check_config`).
+    workdir: the workdir; the run lives in ``study.folder(config, workdir)``.
+
+  Returns:
+    The report's summary.
+
+  Raises:
+    ValueError: the folder holds a run with another config or on other data.
+    reporting.NonFiniteMetricError: the summary holds NaN or infinity.
+  """
+  folder = study.folder(config, workdir)
+  reporting.start_workdir(config, folder)
+  report = study.train_and_evaluate(config, Sections(folder))
+  write_report(folder, report)
+  print(report.markdown)
+  reporting.check_finite_metrics(report.summary, study=f"Study {study.name!r} in {folder}")
+  return dict(report.summary)

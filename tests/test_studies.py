@@ -1,0 +1,53 @@
+"""The study contract, once for every registered study: its quick config runs, writes the
+report's files, and a second run in a fresh folder gives the same numbers."""
+
+import importlib
+import json
+import math
+import os
+
+import pytest
+
+from experiments import main, study
+
+# Keys whose values are wall-clock measurements, which no two runs share.
+_TIMING_WORDS = ("seconds", "step_ms", "overhead", "_time")
+
+
+def _numbers(value):
+  """``value`` without wall-clock timings (and with NaN comparable)."""
+  if isinstance(value, dict):
+    return {k: _numbers(v) for k, v in value.items()
+            if not any(w in k for w in _TIMING_WORDS)}
+  if isinstance(value, list):
+    return [_numbers(v) for v in value]
+  if isinstance(value, float) and math.isnan(value):
+    return "nan"
+  return value
+
+
+def _quick_config(name, data_dir):
+  config = importlib.import_module(f"experiments.configs.{name}").get_config("quick")
+  if "data_dir" in config and name.startswith("uci"):
+    config.data_dir = data_dir
+  return config
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(main.STUDIES))
+def test_quick_config_writes_its_report_and_repeats_its_numbers(name, tmp_path, request):
+  data_dir = request.getfixturevalue("data_dir") if name.startswith("uci") else ""
+  config = _quick_config(name, data_dir)
+  registered = main.STUDIES[name]
+  assert isinstance(registered, study.Study) and registered.name == name == config.study
+
+  first = main.run_study(config, str(tmp_path / "a"))
+  folder = registered.folder(config, str(tmp_path / "a"))
+  for file in ("config.json", "results.md", "metrics.json"):
+    assert os.path.getsize(os.path.join(folder, file)) > 0, file
+  with open(os.path.join(folder, "metrics.json")) as f:
+    assert _numbers(json.load(f)) == _numbers(json.loads(json.dumps(first)))
+  assert name.startswith("uci") or any(f.endswith(".png") for f in os.listdir(folder))
+
+  second = main.run_study(config, str(tmp_path / "b"))
+  assert _numbers(second) == _numbers(first)
