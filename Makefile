@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) -m experiments.main --config=experiments/configs/variant_comparison.py \
+	$(PY) -m experiments.main --config=experiments/variant_comparison/config.py \
 	    --workdir=runs/variant_comparison
 
 # The API reference, generated from the docstrings; any warning fails the build.

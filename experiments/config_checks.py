@@ -126,7 +126,7 @@ def check_config(config: ml_collections.ConfigDict,
   if study not in studies:
     raise ConfigError(f"config.study must be one of {sorted(studies)}; got {study!r}.")
   check_fields(config)
-  study_check = getattr(importlib.import_module(f"experiments.{study}"), "check_config", None)
+  study_check = getattr(importlib.import_module(f"experiments.{study}.study"), "check_config", None)
   for check in (study_check, _EXTRA_CHECKS.get(study)):
     if check is None:
       continue
@@ -188,7 +188,7 @@ def check_dataset(config: ml_collections.ConfigDict) -> None:
 def check_variant_comparison(config: ml_collections.ConfigDict) -> None:
   """The variant comparison's rules beyond its own `check_config` (which tunes)."""
   check_dataset(config)
-  from experiments.configs.variant_comparison import VARIANTS
+  from experiments.variant_comparison.config import VARIANTS
 
   check_choice(config, "variants", VARIANTS)
   for name in ("sweep_train_fractions",):

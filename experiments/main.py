@@ -11,20 +11,16 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import (
-    active_learning,
-    concrete_dropout,
-    concrete_mnist,
-    config_checks,
-    ensemble_interpretation,
-    mc_calibration,
-    regularizers,
-    reporting,
-    study,
-    uci,
-    uci_concrete,
-    variant_comparison,
-)
+from experiments import config_checks, reporting, study
+from experiments.active_learning import study as active_learning
+from experiments.concrete_dropout import study as concrete_dropout
+from experiments.concrete_mnist import study as concrete_mnist
+from experiments.ensemble_interpretation import study as ensemble_interpretation
+from experiments.mc_calibration import study as mc_calibration
+from experiments.regularizers import study as regularizers
+from experiments.uci import study as uci
+from experiments.uci_concrete import study as uci_concrete
+from experiments.variant_comparison import study as variant_comparison
 
 # Every registered study (`experiments.study.Study`), by the value of ``config.study``.
 STUDIES = {module.STUDY.name: module.STUDY for module in (

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import sys
 import time
 
 import benchlib
@@ -21,10 +23,13 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dropjax import regression
 from dropjax.layers import reseed
 from dropjax.mc import mc_sample, module_forward
 from dropjax.models import MLP, TransformerBlock
+
+# The UCI network is a study's code (experiments/uci/model.py), beside the library.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments.uci import model as regression
 
 
 def median_seconds(fn, repeats):

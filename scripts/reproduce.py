@@ -37,7 +37,7 @@ class Study:
   """How one study is run and where its report goes.
 
   Attributes:
-    config: the config file under experiments/configs/.
+    config: the study's folder under experiments/ (its config is ``config.py`` there).
     default_option: the option used when none is given ("" = the config's default).
     outputs: ``option -> {workdir file: results file}``.
     datasets: the UCI datasets run one by one (each a ``--config.dataset``), or ().
@@ -63,27 +63,27 @@ def _variant_comparison(option: str) -> dict[str, str]:
 
 
 STUDIES = {
-    "variant_comparison": Study("variant_comparison.py", "", _variant_comparison),
-    "uci": Study("uci.py", "", lambda o: {}, datasets=_UCI_DATASETS,
+    "variant_comparison": Study("variant_comparison", "", _variant_comparison),
+    "uci": Study("uci", "", lambda o: {}, datasets=_UCI_DATASETS,
                  table_script="uci_table.py"),
-    "uci_concrete": Study("uci_concrete.py", "", lambda o: {},
+    "uci_concrete": Study("uci_concrete", "", lambda o: {},
                           datasets=("yacht", "bostonHousing", "energy"),
                           table_script="uci_concrete_table.py"),
-    "ensemble": Study("ensemble_interpretation.py", "mnist", lambda o: {
+    "ensemble": Study("ensemble_interpretation", "mnist", lambda o: {
         "results.md": f"ensemble-{_dashed(o)}.md",
         "mc_vs_weight_scaling.png": f"ensemble_{o}.png"}),
-    "calibration": Study("mc_calibration.py", "mnist", lambda o: {
+    "calibration": Study("mc_calibration", "mnist", lambda o: {
         "results.md": f"calibration-{_dashed(o)}.md", "shift.png": f"calibration_{o}.png"}),
-    "active_learning": Study("active_learning.py", "digits", lambda o: {
+    "active_learning": Study("active_learning", "digits", lambda o: {
         "results.md": f"active-learning-{_dashed(o)}.md",
         "curves.png": f"active_learning_{o}.png"}),
-    "concrete_synthetic": Study("concrete_dropout.py", "", lambda o: {
+    "concrete_synthetic": Study("concrete_dropout", "", lambda o: {
         "results.md": f"concrete-synthetic{'-' + _dashed(o) if o else ''}.md",
         "learned_rates.png": f"concrete_synthetic{'_' + o if o else ''}.png"}),
-    "concrete_mlp": Study("concrete_mnist.py", "mnist", lambda o: {
+    "concrete_mlp": Study("concrete_mnist", "mnist", lambda o: {
         "results.md": f"concrete-mlp-{_dashed(o)}.md",
         "learned_rates.png": f"concrete_mlp_{o}.png"}),
-    "regularizers": Study("regularizers.py", "digits", lambda o: {
+    "regularizers": Study("regularizers", "digits", lambda o: {
         "results.md": f"regularizers-{_dashed(o)}.md",
         "regularizers.png": f"regularizers_{o}.png"}),
 }
@@ -101,7 +101,7 @@ def parse_study(spec: str) -> tuple[str, Study, str]:
 
 
 def config_arg(study: Study, option: str) -> str:
-  path = os.path.join("experiments", "configs", study.config)
+  path = os.path.join("experiments", study.config, "config.py")
   return path if option in ("", *_DEFAULT_OPTIONS) else f"{path}:{option}"
 
 

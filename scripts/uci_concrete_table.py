@@ -25,7 +25,7 @@ def main():
   def fmt(pair, digits=2):
     return "-" if pair is None else f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
 
-  rows, lines = [], []
+  rows, lines, paired = [], [], []
   for name in uci.UCI_DATASETS:
     result = reporting.load_json(os.path.join(args.workdir, name, "results.json"))
     if result is None:
@@ -48,6 +48,16 @@ def main():
         f"{fmt(result['mc_rmse'])} | {fmt(grid.get('mc_rmse'))} | "
         f"{fmt(result['log_likelihood'])} | {fmt(grid.get('log_likelihood'))} | "
         f"{100 * result['coverage_0.95'][0]:.1f} | {seconds / 60:.1f} min |")
+    splits = [r for r in result["rows"] if "grid_mc_rmse" in r]
+    if splits:
+      cells = []
+      for ours, theirs in (("mc_rmse", "grid_mc_rmse"), ("log_likelihood", "grid_log_likelihood")):
+        mean, se = reporting.paired_difference([r[ours] for r in splits],
+                                               [r[theirs] for r in splits])
+        rows[-1] |= {f"d_{ours}": mean, f"d_{ours}_se": se}
+        mark = "*" if reporting.exceeds_two_se(mean, se) else ""
+        cells.append(reporting.format_mean_se(mean, se, "+.3f") + mark)
+      paired.append(f"| {name} | {len(splits)} | {cells[0]} | {cells[1]} |")
   header = [
       "Concrete dropout (learned p, heteroscedastic head) against grid-searched MC dropout "
       "(our run of the 2018 protocol) on the same splits, epochs and 10,000 MC samples. "
@@ -60,6 +70,14 @@ def main():
       "RMSE (grid) | LL (concrete) | LL (grid) | 95% PI coverage % | time |",
       "|---|---|---|---|---|---|---|---|---|---|---|",
   ]
+  if paired:
+    n = min(int(line.split("|")[2]) for line in paired)
+    lines += [
+        "", "Concrete minus grid, paired by split (mean ± s.e. over splits; `*`: more than 2 "
+        "s.e. from 0; RMSE lower is better, LL higher is better). With "
+        f"{n} splits a difference with no true effect passes 2 s.e. with probability "
+        f"{reporting.chance_of_two_se(n):.2f} (Student's t).", "",
+        "| dataset | splits | Δ RMSE | Δ LL |", "|---|---|---|---|", *paired]
   _plot_rates(args.workdir, os.path.join(args.out, "uci_concrete_rates.png"))
   configs = {r["dataset"]: reporting.load_json(
       os.path.join(args.workdir, r["dataset"], "config.json")) for r in rows}

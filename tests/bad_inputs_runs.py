@@ -20,15 +20,15 @@ from dropjax.data.paths import DATA_DIR_ENV, ChecksumError, DataNotFoundError
 from dropjax.models import MLP
 from dropjax.train import fit_classifier
 from experiments import config_checks, main, reporting, study
-from experiments.configs import active_learning as active_learning_config
-from experiments.configs import concrete_dropout as concrete_dropout_config
-from experiments.configs import ensemble_interpretation as ensemble_config
-from experiments.configs import regularizers as regularizers_config
-from experiments.configs import uci as uci_config
-from experiments.configs import variant_comparison as variant_config
+from experiments.active_learning import config as active_learning_config
+from experiments.concrete_dropout import config as concrete_dropout_config
+from experiments.ensemble_interpretation import config as ensemble_config
+from experiments.regularizers import config as regularizers_config
+from experiments.uci import config as uci_config
+from experiments.variant_comparison import config as variant_config
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "experiments",
-                       "configs")
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "experiments")
 ROWS = 12  # rows of the fake dataset; split s tests rows 3s .. 3s+2 and trains on the rest
 
 
@@ -225,12 +225,13 @@ CASES = [
     # Configs.
     Case("runs-config-unknown-field",
          lambda: config_checks.check_overrides(
-             ["main", f"--config={CONFIGS}/uci.py:quick", "--config.foo=1"]),
+             ["main", f"--config={EXPERIMENTS}/uci/config.py:quick", "--config.foo=1"]),
          config_checks.ConfigError,
          ["unknown config field 'foo'", "valid fields", "segment_epochs", "mc_chunk_size"]),
     Case("runs-config-unknown-nested-field",
          lambda: config_checks.check_overrides(
-             ["main", "--config", f"{CONFIGS}/regularizers.py", "--config.epochs.rnn", "3"]),
+             ["main", "--config", f"{EXPERIMENTS}/regularizers/config.py",
+              "--config.epochs.rnn", "3"]),
          config_checks.ConfigError, ["unknown config field 'rnn'", "config.epochs", "cnn, mlp"]),
     Case("runs-config-al-unknown-init", _config(active_learning_config, init="glorot"),
          config_checks.ConfigError, ["config.init", "'glorot'", "keras_glorot_uniform"]),

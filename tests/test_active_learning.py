@@ -7,8 +7,9 @@ import pytest
 from flax import nnx
 
 from dropjax import acquisition
-from experiments import active_learning, main
-from experiments.configs import active_learning as config_lib
+from experiments import main
+from experiments.active_learning import config as config_lib
+from experiments.active_learning import study as active_learning
 
 
 def _samples(seed=0, s=30, n=40, c=5):

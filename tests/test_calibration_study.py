@@ -6,8 +6,9 @@ import pytest
 from flax import nnx
 from scipy import ndimage
 
-from experiments import config_checks, main, mc_calibration
-from experiments.configs import mc_calibration as config_lib
+from experiments import config_checks, main
+from experiments.mc_calibration import config as config_lib
+from experiments.mc_calibration import study as mc_calibration
 
 
 def test_rotation_by_90_degrees_is_exact_and_0_is_the_identity():

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from experiments import concrete_dropout, main
-from experiments.configs import concrete_dropout as config_lib
+from experiments import main
+from experiments.concrete_dropout import config as config_lib
+from experiments.concrete_dropout import study as concrete_dropout
 
 
 def test_heteroscedastic_loss_is_the_gaussian_nll_up_to_constants():
@@ -43,7 +44,7 @@ def test_quick_study_runs_and_reports_published_rates(tmp_path):
 
 @pytest.mark.slow
 def test_concrete_mlp_study_records_rates_per_epoch_and_resumes(tmp_path):
-  from experiments.configs import concrete_mnist as mnist_config
+  from experiments.concrete_mnist import config as mnist_config
 
   config = mnist_config.get_config("quick")
   out = main.run_study(config, str(tmp_path))

@@ -15,7 +15,7 @@ import pytest
 from bad_inputs_runs import write_fake_uci
 
 from experiments import config_checks, main, reporting
-from experiments.configs import uci as uci_config
+from experiments.uci import config as uci_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIONS = (None, "quick", "mnist", "mnist_cpu", "mnist_lenet")
@@ -25,7 +25,7 @@ def test_every_shipped_config_passes_the_checks():
   assert tuple(main.STUDIES) == config_checks.STUDIES
   checked = 0
   for study in config_checks.STUDIES:
-    module = importlib.import_module(f"experiments.configs.{study}")
+    module = importlib.import_module(f"experiments.{study}.config")
     for option in OPTIONS:
       try:
         config = module.get_config(option)
@@ -45,13 +45,13 @@ def _main(*args, code=None):
 
 def test_command_line_refuses_unknown_fields_and_bad_values_before_any_work(tmp_path):
   workdir = tmp_path / "run"
-  unknown = _main("--config=experiments/configs/uci.py:quick", "--config.foo=1",
+  unknown = _main("--config=experiments/uci/config.py:quick", "--config.foo=1",
                   f"--workdir={workdir}")
   assert unknown.returncode == 1
   assert "unknown config field 'foo' (--config.foo); valid fields of config: adam_eps" in (
       unknown.stderr)
   assert "Traceback" not in unknown.stderr
-  bad = _main("--config=experiments/configs/uci.py:quick", "--config.segment_epochs=0",
+  bad = _main("--config=experiments/uci/config.py:quick", "--config.segment_epochs=0",
               f"--workdir={workdir}")
   assert bad.returncode == 1
   assert "config.segment_epochs = 0" in bad.stderr and "Traceback" not in bad.stderr
@@ -64,7 +64,7 @@ def test_a_study_reporting_nan_exits_non_zero_naming_the_metric(tmp_path):
           "summary={'rows': [{'split': 0, 'mc_rmse': 0.5}, "
           "{'split': 1, 'mc_rmse': float('nan')}]}, markdown='')); "
           "sys.argv[0] = 'main'; app.run(main.main, flags_parser=main.parse_flags)")
-  run = _main("--config=experiments/configs/uci.py:quick", f"--workdir={tmp_path}", code=code)
+  run = _main("--config=experiments/uci/config.py:quick", f"--workdir={tmp_path}", code=code)
   assert run.returncode == 1
   assert "metrics.rows[1] (split=1).mc_rmse = nan" in run.stderr
 
@@ -103,7 +103,8 @@ def test_workdir_records_the_data_and_accepts_the_same_data_elsewhere(tmp_path):
 
 def test_digits_and_synthetic_studies_fingerprint_without_a_data_dir(monkeypatch):
   monkeypatch.delenv("DROPJAX_DATA_DIR", raising=False)
-  from experiments.configs import concrete_dropout, regularizers
+  from experiments.concrete_dropout import config as concrete_dropout
+  from experiments.regularizers import config as regularizers
 
   digits = reporting.data_fingerprint(regularizers.get_config("quick"))
   assert digits == reporting.data_fingerprint(regularizers.get_config())

@@ -5,8 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from experiments import config_checks, ensemble_interpretation, main, reporting
-from experiments.configs import ensemble_interpretation as config_lib
+from experiments import config_checks, main, reporting
+from experiments.ensemble_interpretation import config as config_lib
+from experiments.ensemble_interpretation import study as ensemble_interpretation
 
 
 @pytest.mark.slow

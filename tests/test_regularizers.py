@@ -10,8 +10,9 @@ from dropjax import schedules
 from dropjax.data import load_digits
 from dropjax.models import MLP, ConvNet
 from dropjax.train import fit_classifier, largest_unit_norm, max_norm_projection, rate_variables
-from experiments import main, regularizers
-from experiments.configs import regularizers as config_lib
+from experiments import main
+from experiments.regularizers import config as config_lib
+from experiments.regularizers import study as regularizers
 
 DATA = load_digits()
 FIT = dict(key=jax.random.key(1), epochs=2, batch_size=64, learning_rate=1e-2)

@@ -51,9 +51,9 @@ def test_unknown_studies_and_datasets_are_named():
 
 def test_config_options():
   assert reproduce.config_arg(reproduce.STUDIES["active_learning"], "digits") == \
-      os.path.join("experiments", "configs", "active_learning.py")
+      os.path.join("experiments", "active_learning", "config.py")
   assert reproduce.config_arg(reproduce.STUDIES["variant_comparison"], "full") == \
-      os.path.join("experiments", "configs", "variant_comparison.py:full")
+      os.path.join("experiments", "variant_comparison", "config.py:full")
 
 
 @pytest.mark.slow

@@ -27,7 +27,7 @@ def _numbers(value):
 
 
 def _quick_config(name, data_dir):
-  config = importlib.import_module(f"experiments.configs.{name}").get_config("quick")
+  config = importlib.import_module(f"experiments.{name}.config").get_config("quick")
   if "data_dir" in config and name.startswith("uci"):
     config.data_dir = data_dir
   return config

@@ -11,12 +11,13 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import norm
 
-from dropjax import regression
 from dropjax.data import uci, uci_sha256
 from experiments import main
-from experiments import uci as uci_experiment
-from experiments.configs import uci as uci_config
-from experiments.configs import uci_concrete as uci_concrete_config
+from experiments.uci import config as uci_config
+from experiments.uci import model as regression
+from experiments.uci import reference as uci_reference
+from experiments.uci import study as uci_experiment
+from experiments.uci_concrete import config as uci_concrete_config
 
 TX = regression.make_optimizer(1e-3)
 
@@ -132,7 +133,7 @@ def test_l2_coefficient_is_the_reference_formula():
 
 
 def test_reference_results_are_read(data_dir):
-  ref = uci.load_reference_results("yacht", data_dir)
+  ref = uci_reference.load_reference_results("yacht", data_dir)
   assert ref.mc_rmse.shape == (20,) and set(ref.rate) <= {0.005, 0.01, 0.05, 0.1}
   assert ref.summary["MC errors"][0] == pytest.approx(0.666275)
   assert ref.summary["lls"] == pytest.approx((-1.250148, 0.015297))

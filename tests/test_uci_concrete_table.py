@@ -16,9 +16,10 @@ def _script():
   return module
 
 
-def _result(names, history):
+def _result(names, history, rows=()):
   pair = [0.5, 0.1]
-  return {"n_splits": 2, "epochs": 1000, "mc_rmse": pair, "log_likelihood": [-2.0, 0.1],
+  return {"rows": list(rows), "n_splits": 2, "epochs": 1000, "mc_rmse": pair,
+          "log_likelihood": [-2.0, 0.1],
           "coverage_0.95": [0.9, 0.01], "seconds": {"train": 60.0, "test": 6.0},
           "rate_history": history, **({"rate_names": names} if names else {}),
           **{f"rate_{n}": [0.01 * (i + 1), 0.001] for i, n in enumerate(names or
@@ -30,7 +31,11 @@ def test_table_shows_shared_and_separate_heads_and_plots_p_against_epochs(tmp_pa
   for name, result in (
       ("yacht", _result(["input", "mean_head", "log_var_head"],
                         [{"epoch": 500, "value": [0.1, 0.1, 0.1]},
-                         {"epoch": 1000, "value": [0.05, 0.2, 0.3]}])),
+                         {"epoch": 1000, "value": [0.05, 0.2, 0.3]}],
+                        # Concrete minus grid per split: RMSE +0.1, +0.5; LL -1.0, -1.0.
+                        [{"split": s, "mc_rmse": 0.5 + d, "grid_mc_rmse": 0.5,
+                          "log_likelihood": -3.0, "grid_log_likelihood": -2.0}
+                         for s, d in enumerate((0.1, 0.5))])),
       ("bostonHousing", _result(None, [[0.1, 0.1], [0.02, 0.05]])),  # written before the layouts
   ):
     (work / name).mkdir(parents=True)
@@ -45,6 +50,9 @@ def test_table_shows_shared_and_separate_heads_and_plots_p_against_epochs(tmp_pa
   table = (out / "uci-concrete-table.md").read_text()
   assert "| yacht | 2 | 0.010 ± 0.001 | 0.020 ± 0.001 / 0.030 ± 0.001 |" in table
   assert "| bostonHousing | 2 | 0.010 ± 0.001 | 0.020 ± 0.001 |" in table
+  # Paired by split: mean +0.3, s.e. 0.2 (not beyond 2 s.e.); LL -1.0 with s.e. 0 (beyond).
+  assert "| yacht | 2 | +0.300 ± 0.200 | -1.000 ± 0.000* |" in table
+  assert "| bostonHousing | 2 | +" not in table  # no grid rows, no paired line
   assert (out / "uci_concrete_rates.png").stat().st_size > 0
   assert "| setting | ours | reference | source |" in table
   assert "one per output head" in table  # the only config recorded is yacht's

@@ -6,8 +6,9 @@ import os
 import numpy as np
 import pytest
 
-from experiments import main, variant_comparison
-from experiments.configs import variant_comparison as config_lib
+from experiments import main
+from experiments.variant_comparison import config as config_lib
+from experiments.variant_comparison import study as variant_comparison
 
 
 @pytest.mark.slow

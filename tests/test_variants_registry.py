@@ -10,7 +10,7 @@ import test_ops_contract
 from flax import nnx
 
 from dropjax import concrete, layers, models, ops, variants
-from experiments.configs import variant_comparison as config_lib
+from experiments.variant_comparison import config as config_lib
 
 # The committed variant comparison was computed with these variants and rates; the registry
 # feeds its config, so a change here changes the study (and its resume refuses the old runs).

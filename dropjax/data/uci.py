@@ -102,10 +102,16 @@ def _row_lines(text: str) -> list[int]:
   return [i for i, line in enumerate(text.splitlines(), 1) if line.split("#", 1)[0].strip()]
 
 
-class _Files:
+class DatasetFiles:
   """Reads one dataset's files, each checked against its recorded SHA-256.
 
-  A dataset without recorded checksums (or ``verify=False``) is read unchecked.
+  A dataset without recorded checksums (or ``verify=False``) is read unchecked. Missing,
+  corrupt or unrecorded files raise errors that say where they were looked for.
+
+  Args:
+    name: the canonical dataset name (`canonical_name`).
+    data_dir: the data root holding ``uci/``; None for ``$DROPJAX_DATA_DIR``.
+    verify: check each file against its recorded SHA-256.
   """
 
   def __init__(self, name: str, data_dir: str | None, verify: bool):
@@ -217,7 +223,7 @@ def load_uci(name: str, data_dir: str | None = None, *, verify: bool = True) -> 
     ValueError: a file is corrupt, holds a bad value or the indices are inconsistent.
   """
   name = canonical_name(name)
-  files = _Files(name, data_dir, verify)
+  files = DatasetFiles(name, data_dir, verify)
   missing = [f for f in _REQUIRED if not os.path.exists(files.path(f"data/{f}"))]
   if missing:
     raise DataNotFoundError(
@@ -293,7 +299,7 @@ def uci_file_sha256(name: str, data_dir: str | None = None) -> dict[str, str]:
     ``{"data/data.txt": hex digest, ...}``, paths relative to the dataset's folder.
   """
   name = canonical_name(name)
-  files = _Files(name, data_dir, verify=False)
+  files = DatasetFiles(name, data_dir, verify=False)
   if not os.path.isdir(files.path("data")):
     raise DataNotFoundError(
         f"UCI dataset {name!r}: {files.where()}; no such folder. {_HOW_TO_GET}"
@@ -340,56 +346,3 @@ def uci_split(dataset: UCIDataset, split: int, *, validation: bool = False) -> R
     train, test = train[:cut], train[cut:]
   x, y = dataset.inputs, dataset.targets
   return _standardise(x[train], y[train], x[test], y[test])
-
-
-_SUFFIX = uci_sha256.RESULTS_SUFFIX
-
-
-@dataclass(frozen=True)
-class ReferenceResults:
-  """The reference implementation's published per-split results (2018 grid-search update)."""
-
-  mc_rmse: np.ndarray  # per split
-  log_likelihood: np.ndarray  # per split
-  tau: np.ndarray  # chosen per split
-  rate: np.ndarray  # chosen per split (arg-max of the validation log-likelihood)
-  summary: dict[str, tuple[float, float]]  # name -> (mean, std error) from the log
-
-
-def load_reference_results(name: str, data_dir: str | None = None, *,
-                           verify: bool = True) -> ReferenceResults | None:
-  """Reads ``<data_dir>/uci/<name>/results/``; None when the folder is absent.
-
-  Args:
-    name: a dataset name or alias.
-    data_dir: the data root holding ``uci/``; default ``$DROPJAX_DATA_DIR``.
-    verify: check each file's SHA-256 against the recorded one, as `load_uci`.
-
-  Returns:
-    The published results, or None.
-  """
-  name = canonical_name(name)
-  files = _Files(name, data_dir, verify)
-  if not os.path.isdir(files.path("results")):
-    return None
-  rel = lambda kind: f"results/{kind}{_SUFFIX}"
-  rates = []
-  rows = [line.split() for line in files.text(rel("validation_ll")).splitlines()
-          if line.strip()]
-  # Lines "Dropout_Rate: p Tau: t :: ll", one block of len(grid) lines per split.
-  grid = len({(r[1], r[3]) for r in rows})
-  for start in range(0, len(rows), grid):
-    block = rows[start : start + grid]
-    best = int(np.argmax([float(r[-1]) for r in block]))
-    rates.append(float(block[best][1]))
-  summary = {}
-  for line in files.text(rel("log")).splitlines():
-    label, _, rest = line.partition(" +- ")
-    if rest:
-      *head, mean = label.split()
-      summary[" ".join(head)] = (float(mean), float(rest.split("+-")[1].split()[0]))
-  column = lambda kind: files.table(rel(kind))[0].reshape(-1)
-  return ReferenceResults(
-      mc_rmse=column("test_MC_rmse"), log_likelihood=column("test_ll"),
-      tau=column("test_tau"), rate=np.asarray(rates), summary=summary,
-  )

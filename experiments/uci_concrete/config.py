@@ -9,10 +9,10 @@ needed. Compared against our grid-search run (`--config.grid_workdir`), not agai
 published table: the paper reports UCI results in figures only.
 
 One dataset:
-  python -m experiments.main --config=experiments/configs/uci_concrete.py \
+  python -m experiments.main --config=experiments/uci_concrete/config.py \
       --config.dataset=yacht --workdir=runs/uci_concrete --config.data_dir=../shared/data
 The table (Yacht, Boston, Energy): python scripts/reproduce.py uci_concrete
-CPU smoke run: --config=experiments/configs/uci_concrete.py:quick
+CPU smoke run: --config=experiments/uci_concrete/config.py:quick
 """
 
 import ml_collections

@@ -7,10 +7,10 @@ regulariser 1/N for the cross-entropy) against the same MLP with Srivastava et a
 rates (input 0.2, hidden 0.5), same initialisation and budget.
 
 MNIST:
-  python -m experiments.main --config=experiments/configs/concrete_mnist.py:mnist \
+  python -m experiments.main --config=experiments/concrete_mnist/config.py:mnist \
       --workdir=runs/concrete_mnist --config.data_dir=../shared/data
-Embedded digits: --config=experiments/configs/concrete_mnist.py
-CPU smoke run: --config=experiments/configs/concrete_mnist.py:quick
+Embedded digits: --config=experiments/concrete_mnist/config.py
+CPU smoke run: --config=experiments/concrete_mnist/config.py:quick
 """
 
 import ml_collections

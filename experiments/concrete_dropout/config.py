@@ -7,9 +7,9 @@ log-variance heads, a ConcreteDropout layer before each of the 5 dense layers; l
 l = 1e-4, weight_regularizer = l^2 / N, dropout_regularizer = 2 / N, Adam, batch 20,
 N in {10, 25, 50, 100, 1000, 10000} with {2000, 1000, 500, 200, 20, 2} epochs, 3 repeats.
 
-  python -m experiments.main --config=experiments/configs/concrete_dropout.py \
+  python -m experiments.main --config=experiments/concrete_dropout/config.py \
       --workdir=runs/concrete_synthetic
-CPU smoke run: --config=experiments/configs/concrete_dropout.py:quick
+CPU smoke run: --config=experiments/concrete_dropout/config.py:quick
 """
 
 import ml_collections

@@ -7,20 +7,20 @@ with num_seeds seeds. Test accuracy, NLL, Brier score and ECE (15 bins) with det
 dropout and from standard dropout paired by seed, and training time per step.
 
 Command (the demo, about 12 minutes on a 2-core CPU):
-  python -m experiments.main --config=experiments/configs/variant_comparison.py \
+  python -m experiments.main --config=experiments/variant_comparison/config.py \
       --workdir=runs/variant_comparison
 The budget the demo trades away (40 epochs, tune scales 0.5, 1, 1.5; about twice as long):
-  python -m experiments.main --config=experiments/configs/variant_comparison.py:full \
+  python -m experiments.main --config=experiments/variant_comparison/config.py:full \
       --workdir=runs/variant_comparison_full
 CPU smoke run (a few minutes):
-  python -m experiments.main --config=experiments/configs/variant_comparison.py:quick \
+  python -m experiments.main --config=experiments/variant_comparison/config.py:quick \
       --workdir=/tmp/vc_quick
 Any field can be overridden, e.g. --config.seed=1 --config.num_seeds=10.
 The same study on MNIST at CPU size (about 2 hours on 2 CPUs; `:mnist` is the full set):
-  python -m experiments.main --config=experiments/configs/variant_comparison.py:mnist_cpu \
+  python -m experiments.main --config=experiments/variant_comparison/config.py:mnist_cpu \
       --workdir=runs/variant_comparison_mnist_cpu --config.data_dir=../shared/data
 The full MNIST protocol (60,000 - 5,000 training images; --config.train_size=N for a subset):
-  python -m experiments.main --config=experiments/configs/variant_comparison.py:mnist \
+  python -m experiments.main --config=experiments/variant_comparison/config.py:mnist \
       --workdir=runs/variant_comparison_mnist --config.data_dir=../shared/data
 
 There is no published table for this dataset; the published numbers the variants are held

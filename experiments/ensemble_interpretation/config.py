@@ -11,12 +11,12 @@ normalised geometric mean for a single softmax layer, and only approximates it w
 precedes a nonlinearity.
 
 MNIST (the paper's setting; needs the data dir):
-  python -m experiments.main --config=experiments/configs/ensemble_interpretation.py:mnist \
+  python -m experiments.main --config=experiments/ensemble_interpretation/config.py:mnist \
       --workdir=runs/ensemble_mnist --config.data_dir=../shared/data
 Embedded digits (no data dir):
-  python -m experiments.main --config=experiments/configs/ensemble_interpretation.py \
+  python -m experiments.main --config=experiments/ensemble_interpretation/config.py \
       --workdir=runs/ensemble_digits
-CPU smoke run: --config=experiments/configs/ensemble_interpretation.py:quick
+CPU smoke run: --config=experiments/ensemble_interpretation/config.py:quick
 """
 
 import ml_collections

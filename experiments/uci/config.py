@@ -9,11 +9,11 @@ per-split grid search in 2018). Per split:
 Every split x grid model trains as one vmapped program.
 
 One dataset:
-  python -m experiments.main --config=experiments/configs/uci.py --config.dataset=yacht \
+  python -m experiments.main --config=experiments/uci/config.py --config.dataset=yacht \
       --workdir=runs/uci --config.data_dir=../shared/data
 The whole table (every dataset under the data dir, resumable):
   python scripts/reproduce.py uci
-CPU smoke run (seconds): --config=experiments/configs/uci.py:quick
+CPU smoke run (seconds): --config=experiments/uci/config.py:quick
 """
 
 import ml_collections

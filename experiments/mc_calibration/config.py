@@ -14,12 +14,12 @@ Every number is a mean ± s.e. over config.num_seeds seeds, each ordering a pair
 difference per angle.
 
 MNIST, the MLP (about 1.5 hours on a 2-core CPU, resumable per seed):
-  python -m experiments.main --config=experiments/configs/mc_calibration.py:mnist \
+  python -m experiments.main --config=experiments/mc_calibration/config.py:mnist \
       --workdir=runs/calibration_mnist --config.data_dir=../shared/data
 Their convolutional net ("lenet": conv 32-64 3x3, GPU-sized): ...mc_calibration.py:mnist_lenet
 The classic LeNet-5 instead: --config.model=lenet5
-Embedded digits: --config=experiments/configs/mc_calibration.py
-CPU smoke run: --config=experiments/configs/mc_calibration.py:quick
+Embedded digits: --config=experiments/mc_calibration/config.py
+CPU smoke run: --config=experiments/mc_calibration/config.py:quick
 """
 
 import ml_collections

@@ -15,15 +15,15 @@ and c = 3.5 (one model and decay for every function keeps the comparison fair), 
 100-image validation set on which the paper tuned the weight decay.
 
 MNIST (GPU-sized: ~3 x 98 retrainings per function):
-  python -m experiments.main --config=experiments/configs/active_learning.py:mnist \
+  python -m experiments.main --config=experiments/active_learning/config.py:mnist \
       --workdir=runs/active_learning_mnist --config.data_dir=../shared/data
 A CPU-sized MNIST run (up to 300 labels, 2 seeds, otherwise the reference settings):
-  --config=experiments/configs/active_learning.py:mnist_cpu
+  --config=experiments/active_learning/config.py:mnist_cpu
 The study's settings before the reference code was read (LeCun-normal init, c = 3.5 on both
 dense kernels): --config.init=lecun_normal --config.weight_decay_c=3.5 \
   "--config.weight_decay_layers=('dense1','dense2')"
-Embedded digits (minutes): --config=experiments/configs/active_learning.py
-CPU smoke run: --config=experiments/configs/active_learning.py:quick
+Embedded digits (minutes): --config=experiments/active_learning/config.py
+CPU smoke run: --config=experiments/active_learning/config.py:quick
 """
 
 import ml_collections

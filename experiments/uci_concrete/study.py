@@ -21,11 +21,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dropjax import regression
 from dropjax.data import uci
 from experiments import config_checks, reporting, study
-from experiments import uci as uci_study
-from experiments.uci import map_models_resumably, train_in_segments
+from experiments.uci import model as regression
+from experiments.uci import study as uci_study
+from experiments.uci.study import map_models_resumably, train_in_segments
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:

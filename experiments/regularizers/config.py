@@ -11,13 +11,13 @@ trained ~1e6 updates): L2 1.62%, max-norm 1.35%, dropout + L2 1.25%, dropout + m
 1.05% test error. Our budget is far smaller; compare orderings, not values.
 
 Embedded digits (minutes on CPU):
-  python -m experiments.main --config=experiments/configs/regularizers.py \
+  python -m experiments.main --config=experiments/regularizers/config.py \
       --workdir=runs/regularizers
-MNIST: --config=experiments/configs/regularizers.py:mnist --config.data_dir=../shared/data
+MNIST: --config=experiments/regularizers/config.py:mnist --config.data_dir=../shared/data
   (GPU-sized: the (32, 64) CNN is about 14 min a run on 2 CPUs, so 9+ hours for its rows).
 MNIST on 2 CPUs (about 2.5 hours, resumable): ...regularizers.py:mnist_cpu, the same MLP
   and a narrower CNN (8, 16), dense 64, for 5 epochs.
-CPU smoke run: --config=experiments/configs/regularizers.py:quick
+CPU smoke run: --config=experiments/regularizers/config.py:quick
 """
 
 import ml_collections

@@ -23,10 +23,11 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from dropjax import regression
 from dropjax.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from dropjax.data import uci
 from experiments import config_checks, reporting, study
+from experiments.uci import model as regression
+from experiments.uci import reference as uci_reference
 
 PHASES = {"validation": 0, "final": 1}
 
@@ -310,7 +311,7 @@ def _grid_search_and_test(config: ml_collections.ConfigDict, ds: uci.UCIDataset,
       np.asarray([[grid[g][0]] for g in chosen]), np.asarray([[grid[g][1]] for g in chosen]),
       workdir)
 
-  reference = uci.load_reference_results(ds.name, data_dir)
+  reference = uci_reference.load_reference_results(ds.name, data_dir)
   rows = []
   for i, s in enumerate(splits):
     row = {"split": s, "rate": grid[chosen[i]][0], "tau": grid[chosen[i]][1],

@@ -1,0 +1,1 @@
+"""The regularizers study: its protocol and report (`study.py`) and its config (`config.py`)."""
