@@ -29,7 +29,7 @@ docs: $(VENV)/.installed
 
 test: $(VENV)/.installed docs
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2 --durations=15
+	$(PY) -m pytest -n 2 --durations=25
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
