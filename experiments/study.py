@@ -4,8 +4,9 @@ one runner (`run`) prepares its folder and writes every file the same way.
 A study is a function ``(config, sections) -> Report``. ``sections(name, compute)`` returns
 the JSON result of a finished section (``<folder>/<name>.json``) or computes it and writes
 it atomically, so a killed study resumes after its last finished section. The runner:
-1. checks the folder (`reporting.start_workdir`: ``config.json`` and ``data.json``; a
-   different config or other data is refused);
+1. runs the study's checks on the data, if any (`Study.check_data`), then checks the folder
+   (`reporting.start_workdir`: ``config.json`` and ``data.json``; a different config or
+   other data is refused);
 2. runs the study;
 3. writes ``results.md``, ``results.csv``, ``metrics.json``, the figures and any other tables,
    each atomically;
@@ -86,11 +87,15 @@ class Study:
     train_and_evaluate: ``(config, sections) -> Report``.
     subfolder: ``config -> name`` of the folder inside the workdir where one run lives
       (the UCI studies keep one per dataset in a shared workdir); None: the workdir itself.
+    check_data: ``config -> None``, the checks that need the data (for example that a
+      batch size divides the test set), run before the folder records the config, so that
+      a corrected config is not refused as another run's; raises ValueError.
   """
 
   name: str
   train_and_evaluate: Callable[[ml_collections.ConfigDict, Sections], Report]
   subfolder: Callable[[ml_collections.ConfigDict], str] | None = None
+  check_data: Callable[[ml_collections.ConfigDict], Any] | None = None
 
   def folder(self, config: ml_collections.ConfigDict, workdir: str) -> str:
     """The folder of the run of ``config`` under ``workdir``."""
@@ -125,6 +130,8 @@ def run(study: Study, config: ml_collections.ConfigDict, workdir: str) -> dict[s
     reporting.NonFiniteMetricError: the summary holds NaN or infinity.
   """
   folder = study.folder(config, workdir)
+  if study.check_data is not None:
+    study.check_data(config)
   reporting.start_workdir(config, folder)
   report = study.train_and_evaluate(config, Sections(folder))
   write_report(folder, report)

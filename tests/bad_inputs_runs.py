@@ -177,9 +177,11 @@ def _old_checkpoint(tmp):
 
 
 def _study_with_metrics(metrics):
-  config = uci_config.get_config("quick")
-  fake = study.Study("uci", lambda config, sections: study.Report(summary=metrics, markdown=""))
-  with tempfile.TemporaryDirectory() as workdir, mock.patch.dict(main.STUDIES, {"uci": fake}):
+  config = concrete_dropout_config.get_config("quick")  # synthetic: the runner reads no data
+  fake = study.Study("concrete_dropout",
+                     lambda config, sections: study.Report(summary=metrics, markdown=""))
+  with (tempfile.TemporaryDirectory() as workdir,
+        mock.patch.dict(main.STUDIES, {"concrete_dropout": fake})):
     main.run_study(config, workdir)
 
 

@@ -60,11 +60,14 @@ def test_command_line_refuses_unknown_fields_and_bad_values_before_any_work(tmp_
 
 def test_a_study_reporting_nan_exits_non_zero_naming_the_metric(tmp_path):
   code = ("import sys; from absl import app; from experiments import main, study; "
-          "main.STUDIES['uci'] = study.Study('uci', lambda config, sections: study.Report("
+          "main.STUDIES['concrete_dropout'] = study.Study('concrete_dropout', "
+          "lambda config, sections: study.Report("
           "summary={'rows': [{'split': 0, 'mc_rmse': 0.5}, "
           "{'split': 1, 'mc_rmse': float('nan')}]}, markdown='')); "
           "sys.argv[0] = 'main'; app.run(main.main, flags_parser=main.parse_flags)")
-  run = _main("--config=experiments/uci/config.py:quick", f"--workdir={tmp_path}", code=code)
+  # A synthetic study's config: the runner reads no data before the fake study runs.
+  run = _main("--config=experiments/concrete_dropout/config.py:quick", f"--workdir={tmp_path}",
+              code=code)
   assert run.returncode == 1
   assert "metrics.rows[1] (split=1).mc_rmse = nan" in run.stderr
 
@@ -110,3 +113,13 @@ def test_digits_and_synthetic_studies_fingerprint_without_a_data_dir(monkeypatch
   assert digits == reporting.data_fingerprint(regularizers.get_config())
   assert list(digits["files"]) == ["sklearn/digits"]
   assert reporting.data_fingerprint(concrete_dropout.get_config("quick")) is None
+
+
+@pytest.mark.parametrize("study", config_checks.STUDIES)
+def test_unknown_config_options_are_refused_with_the_options(study):
+  module = importlib.import_module(f"experiments.{study}.config")
+  with pytest.raises(ValueError, match=rf"Unknown config option 'qiuck' for the {study} study; "
+                                       r"options: .*'quick'"):
+    module.get_config("qiuck")
+  config = module.get_config("quick")
+  assert (config.study, config.seed) == (study, 0)

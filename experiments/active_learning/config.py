@@ -28,13 +28,12 @@ CPU smoke run: --config=experiments/active_learning/config.py:quick
 
 import ml_collections
 
+from experiments import config_base
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.study = "active_learning"
-  config.seed = 0
+  config = config_base.study_config("active_learning", arg, ("mnist", "mnist_cpu", "quick"))
   config.dataset = "digits"
-  config.data_dir = ""
   config.acquisition_functions = ("bald", "variation_ratios", "max_entropy", "mean_std",
                                   "random", "deterministic_entropy")
   config.num_seeds = 3
@@ -81,6 +80,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.mc_chunk_size = 2
     config.epochs = 2
     config.test_size = 100
-  elif arg not in (None, "", "mnist", "mnist_cpu"):
-    raise ValueError(f"Unknown config option {arg!r}; options: 'mnist', 'mnist_cpu', 'quick'.")
   return config

@@ -233,12 +233,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise config_checks.ConfigError(
         f"config.eval_batch_size = {config.eval_batch_size} must divide config.test_size = "
         f"{config.test_size} (the test pass runs in equal batches).")
-  _pool_and_test(config)
 
 
 def _pool_and_test(config: ml_collections.ConfigDict) -> tuple[Split, Split]:
-  """The pool and the test set, checked against the config (`check_config` runs this before
-  the workdir records the config, so a corrected config is not refused as another)."""
+  """The pool and the test set, checked against the config (`STUDY.check_data`: before the
+  workdir records the config, so a corrected config is not refused as another)."""
   pool, test = load_pool_and_test(config)
   if config.test_size:
     test = Split(test.images[:config.test_size], test.labels[:config.test_size])
@@ -265,7 +264,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sectio
                       figures={"curves.png": _plot(config, results)})
 
 
-STUDY = study.Study("active_learning", train_and_evaluate)
+STUDY = study.Study("active_learning", train_and_evaluate, check_data=_pool_and_test)
 
 
 def _acquire_and_train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

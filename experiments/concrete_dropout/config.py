@@ -14,11 +14,11 @@ CPU smoke run: --config=experiments/concrete_dropout/config.py:quick
 
 import ml_collections
 
+from experiments import config_base
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.study = "concrete_dropout"
-  config.seed = 0
+  config = config_base.study_config("concrete_dropout", arg, ("quick",), data=False)
   config.sizes = (10, 25, 50, 100, 1000, 10000)
   config.epochs = (2000, 1000, 500, 200, 20, 2)
   config.repeats = 3
@@ -43,6 +43,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.hidden = 32
     config.validation_size = 100
     config.mc_samples = 4
-  elif arg not in (None, ""):
-    raise ValueError(f"Unknown config option {arg!r}; the only option is 'quick'.")
   return config

@@ -15,13 +15,12 @@ CPU smoke run: --config=experiments/concrete_mnist/config.py:quick
 
 import ml_collections
 
+from experiments import config_base
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.study = "concrete_mnist"
-  config.seed = 0
+  config = config_base.study_config("concrete_mnist", arg, ("mnist", "quick"))
   config.dataset = "digits"
-  config.data_dir = ""
   config.validation_size = 5000
   config.hidden = (512, 512)
   config.init_rate = 0.1
@@ -42,6 +41,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.epochs = 2
     config.mc_samples = 4
     config.mc_chunk_size = 2
-  elif arg not in (None, ""):
-    raise ValueError(f"Unknown config option {arg!r}; options: 'mnist', 'quick'.")
   return config

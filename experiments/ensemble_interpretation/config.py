@@ -21,13 +21,12 @@ CPU smoke run: --config=experiments/ensemble_interpretation/config.py:quick
 
 import ml_collections
 
+from experiments import config_base
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.study = "ensemble_interpretation"
-  config.seed = 0
+  config = config_base.study_config("ensemble_interpretation", arg, ("mnist", "quick"))
   config.dataset = "digits"
-  config.data_dir = ""
   config.hidden = (256, 256)
   config.input_rate = 0.2
   config.hidden_rate = 0.5
@@ -64,6 +63,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.mc_chunk_size = 2
     config.exact_units = 6
     config.exact_epochs = 2
-  elif arg not in (None, ""):
-    raise ValueError(f"Unknown config option {arg!r}; options: 'mnist', 'quick'.")
   return config

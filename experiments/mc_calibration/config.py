@@ -24,6 +24,8 @@ CPU smoke run: --config=experiments/mc_calibration/config.py:quick
 
 import ml_collections
 
+from experiments import config_base
+
 
 def _hparams(batch_size: int, learning_rate: float, dropout_rate: float):
   return ml_collections.ConfigDict(
@@ -31,12 +33,9 @@ def _hparams(batch_size: int, learning_rate: float, dropout_rate: float):
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.study = "mc_calibration"
-  config.seed = 0
+  config = config_base.study_config("mc_calibration", arg, ("mnist", "mnist_lenet", "quick"))
   config.num_seeds = 5
   config.dataset = "digits"
-  config.data_dir = ""
   # "mlp" (hidden sizes below), "lenet" (Ovadia et al.'s: conv 3x3 32, conv 3x3 64,
   # max-pool, dense 128) or "lenet5" (the classic LeNet-5, not theirs).
   config.model = "mlp"
@@ -80,7 +79,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.mc_chunk_size = 2
     config.ensemble_size = 2
     config.angles = (0, 90)
-  elif arg not in (None, "", "mnist", "mnist_lenet"):
-    raise ValueError(f"Unknown config option {arg!r}; options: 'mnist', 'mnist_lenet', "
-                     "'quick'.")
   return config

@@ -22,17 +22,16 @@ CPU smoke run: --config=experiments/regularizers/config.py:quick
 
 import ml_collections
 
+from experiments import config_base
+
 METHODS = ("none", "l2", "early_stopping", "max_norm", "dropout", "dropout_uniform",
            "dropout_per_depth", "dropout_l2", "dropout_max_norm", "batch_norm",
            "batch_norm_dropout", "dropout_decay", "dropout_curriculum")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.study = "regularizers"
-  config.seed = 0
+  config = config_base.study_config("regularizers", arg, ("mnist", "mnist_cpu", "quick"))
   config.dataset = "digits"
-  config.data_dir = ""
   # MNIST has no validation split: the last training examples are held out.
   config.validation_size = 5000
   config.models = ("mlp", "cnn")
@@ -77,6 +76,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.epochs = ml_collections.ConfigDict({"mlp": 2, "cnn": 1})
     config.tuning_rates = (0.25, 0.5)
     config.patience = 1
-  elif arg not in (None, "", "mnist", "mnist_cpu"):
-    raise ValueError(f"Unknown config option {arg!r}; options: 'mnist', 'mnist_cpu', 'quick'.")
   return config

@@ -18,14 +18,13 @@ CPU smoke run (seconds): --config=experiments/uci/config.py:quick
 
 import ml_collections
 
+from experiments import config_base
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.study = "uci"
-  config.seed = 0
+  config = config_base.study_config("uci", arg, ("quick",))
   config.dataset = "yacht"
   # Empty: read $DROPJAX_DATA_DIR.
-  config.data_dir = ""
   # n_epochs.txt x 100: the 2018 update (x10 was the 2016 paper).
   config.epochs_multiplier = 100
   # Number of splits to run (0 = all, as published).
@@ -45,6 +44,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.mc_samples = 200
     config.mc_chunk_size = 50
     config.segment_epochs = 20
-  elif arg not in (None, ""):
-    raise ValueError(f"Unknown config option {arg!r}; the only option is 'quick'.")
   return config

@@ -17,13 +17,12 @@ CPU smoke run: --config=experiments/uci_concrete/config.py:quick
 
 import ml_collections
 
+from experiments import config_base
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.study = "uci_concrete"
-  config.seed = 0
+  config = config_base.study_config("uci_concrete", arg, ("quick",))
   config.dataset = "yacht"
-  config.data_dir = ""
   # The grid-search workdir of `uci.py` whose per-split choices sit beside ours ("" = none).
   config.grid_workdir = "runs/uci"
   config.epochs_multiplier = 100
@@ -47,6 +46,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.mc_samples = 200
     config.mc_chunk_size = 50
     config.segment_epochs = 20
-  elif arg not in (None, ""):
-    raise ValueError(f"Unknown config option {arg!r}; the only option is 'quick'.")
   return config

@@ -30,6 +30,7 @@ against (MNIST, ImageNet) live with the studies that reproduce them.
 import ml_collections
 
 from dropjax import variants as variants_lib
+from experiments import config_base
 
 # Every variant of the registry that plugs into the models (`dropjax.variants`), in its
 # order, when this module was imported; `get_config` reads the registry again, so a variant
@@ -38,9 +39,8 @@ VARIANTS = variants_lib.model_variants()
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.study = "variant_comparison"
-  config.seed = 0
+  config = config_base.study_config("variant_comparison", arg,
+                                    ("full", "mnist", "mnist_cpu", "quick"))
   # Every variant trains with seeds 0 .. num_seeds - 1 (seed i: fold_in(key(seed), i)), at
   # the rate scale tuned on seed 0; the report gives mean ± s.e. and paired differences.
   config.num_seeds = 5
@@ -48,7 +48,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset = "digits"
   # MNIST only: the data dir ("" = $DROPJAX_DATA_DIR) and the held-out tail of the
   # training set. Either dataset: how many training images to use (0 = all).
-  config.data_dir = ""
   config.validation_size = 5000
   config.train_size = 0
   names = variants_lib.model_variants()
@@ -130,7 +129,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.sweep_large_hidden = (32,)
     config.batchnorm_hidden = (16,)
     config.lstm_hidden = 8
-  elif arg not in (None, "", "mnist", "mnist_cpu"):
-    raise ValueError(
-        f"Unknown config option {arg!r}; options: 'full', 'mnist', 'mnist_cpu', 'quick'.")
   return config
