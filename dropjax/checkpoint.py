@@ -37,12 +37,14 @@ def _named_leaves(tree: Any) -> list[tuple[str, Any]]:
           for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
-def _manager(path: str) -> ocp.CheckpointManager:
+def _manager(path: str, create: bool = False) -> ocp.CheckpointManager:
   if os.path.isfile(path):
     raise ValueError(
         f"{path} is a file: a checkpoint in the older .npz format (dropjax before orbax "
         "checkpoints). Delete it to train from scratch, or pass another path.")
-  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+  if not create and not os.path.isdir(path):
+    raise FileNotFoundError(f"No checkpoint at {path}.")
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=create,
                                          enable_async_checkpointing=False)
   return ocp.CheckpointManager(os.path.abspath(path), options=options)
 
@@ -81,7 +83,7 @@ def save_checkpoint(path: str, trees: dict[str, Any], metadata: dict[str, Any]) 
               for leaf_name, leaf in _named_leaves(tree)]
     stored[name] = [{"name": n, "shape": list(a.shape)} for n, a in leaves]
     arrays[name] = {f"{i:06d}": a for i, (_, a) in enumerate(leaves)}
-  with _manager(path) as manager:
+  with _manager(path, create=True) as manager:
     latest = manager.latest_step()
     step = 0 if latest is None else latest + 1
     manager.save(step, args=ocp.args.Composite(

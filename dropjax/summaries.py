@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import socket
 import struct
@@ -137,8 +138,9 @@ class ScalarWriter:
       step: the step (for example the epoch); a non-negative int.
       scalars: names and numbers (Python or NumPy/JAX scalars).
     """
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
       raise ValueError(f"`step` must be a non-negative int; got {step!r}.")
+    step = int(step)
     now = time.time()
     values = {str(k): float(v) for k, v in scalars.items()}
     for tag, value in values.items():

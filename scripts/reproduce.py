@@ -24,6 +24,7 @@ from collections.abc import Callable
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from dropjax.data import uci  # noqa: E402
 from dropjax.data.paths import DATA_DIR_ENV  # noqa: E402
 from scripts import update_docs  # noqa: E402  (ROOT is on sys.path from here on)
 
@@ -132,10 +133,19 @@ def reproduce(spec: str, workdir: str | None = None, datasets: list[str] | None 
   base = ["-m", "experiments.main", f"--config={config_arg(study, option)}",
           f"--workdir={workdir}", *overrides]
   if study.datasets:
-    chosen = datasets or list(study.datasets)
-    unknown = sorted(set(chosen) - set(_UCI_DATASETS))
-    if unknown:
-      raise SystemExit(f"Unknown dataset(s) {unknown}; the UCI datasets are {_UCI_DATASETS}.")
+    if datasets:
+      try:
+        chosen = [uci.canonical_name(d) for d in datasets]
+      except ValueError as e:
+        raise SystemExit(f"--datasets: {e}") from None
+    else:  # every dataset the data dir holds, as the table is built from what ran
+      root = _environment().get(DATA_DIR_ENV, "")
+      chosen = [d for d in study.datasets if os.path.isdir(os.path.join(root, "uci", d, "data"))]
+      for d in sorted(set(study.datasets) - set(chosen)):
+        print(f"skipping {d}: not in {os.path.join(root or '$' + DATA_DIR_ENV, 'uci')}")
+      if not chosen:
+        raise SystemExit(f"No UCI dataset under {root or '$' + DATA_DIR_ENV!r}/uci: set "
+                         f"{DATA_DIR_ENV} (here the data is in ../shared/data).")
     for dataset in chosen:
       _run([*base, f"--config.dataset={dataset}"])
   else:
@@ -170,7 +180,8 @@ def main(argv: list[str] | None = None) -> None:
   if args.list or args.study is None:
     for name, study in STUDIES.items():
       outputs = study.outputs(study.default_option) or {
-          "": f"results/{study.table_script.removesuffix('.py')}.md (scripts/{study.table_script})"}
+          "": f"results/{study.table_script.removesuffix('_table.py').replace('_', '-')}"
+              f"-table.md (scripts/{study.table_script})"}
       print(f"{name}[:option]  config {study.config}, default option "
             f"{study.default_option or '(none)'} -> {', '.join(outputs.values())}")
     return

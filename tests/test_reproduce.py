@@ -43,8 +43,8 @@ def test_every_docs_block_is_written_by_a_study_or_a_benchmark():
 def test_unknown_studies_and_datasets_are_named():
   with pytest.raises(SystemExit, match=r"Unknown study 'uci_grid'.*'variant_comparison'"):
     reproduce.parse_study("uci_grid")
-  with pytest.raises(SystemExit, match=r"Unknown dataset.*'boston'"):
-    reproduce.reproduce("uci:quick", datasets=["boston"])
+  with pytest.raises(SystemExit, match=r"--datasets: .*'bostn'"):
+    reproduce.reproduce("uci:quick", datasets=["bostn"])
   with pytest.raises(SystemExit, match="--datasets applies to the UCI studies only"):
     reproduce.reproduce("ensemble:quick", datasets=["yacht"])
 

@@ -45,6 +45,12 @@ def test_crc32c_check_values():
   assert crc32c(bytes(32)) == 0x8A9136AA
 
 
+def test_numpy_integer_steps_are_steps(tmp_path):
+  with ScalarWriter(tmp_path) as writer:
+    writer.write_scalars(np.int64(7), {"loss": 1.0})
+  assert read_scalars(tmp_path)["loss"] == [(7, 1.0)]
+
+
 @pytest.mark.parametrize("step", [-1, 1.5, True, "3"])
 def test_bad_steps_are_refused(tmp_path, step):
   with ScalarWriter(tmp_path) as writer, pytest.raises(ValueError, match="`step` must be"):

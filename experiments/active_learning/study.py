@@ -243,11 +243,13 @@ def _pool_and_test(config: ml_collections.ConfigDict) -> tuple[Split, Split]:
     test = Split(test.images[:config.test_size], test.labels[:config.test_size])
   if len(test.labels) % config.eval_batch_size:
     # The test pass runs in equal batches; a remainder would be left out of the error.
-    raise ValueError(f"config.eval_batch_size={config.eval_batch_size} must divide the "
-                     f"{len(test.labels)} test images (set config.test_size or the batch).")
+    raise config_checks.ConfigError(
+        f"config.eval_batch_size={config.eval_batch_size} must divide the "
+        f"{len(test.labels)} test images (set config.test_size or the batch).")
   if _max_labels(config) + config.pool_subset > len(pool.labels):
-    raise ValueError(f"The pool ({len(pool.labels)} examples) is too small for "
-                     f"{_max_labels(config)} labels plus a subset of {config.pool_subset}.")
+    raise config_checks.ConfigError(
+        f"The pool ({len(pool.labels)} examples) is too small for {_max_labels(config)} labels "
+        f"plus a subset of {config.pool_subset}.")
   return pool, test
 
 

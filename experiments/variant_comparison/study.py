@@ -583,4 +583,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sectio
                       figures={"variant_comparison.png": _plot(paired)})
 
 
-STUDY = study.Study("variant_comparison", train_and_evaluate)
+STUDY = study.Study("variant_comparison", train_and_evaluate, check_data=load_dataset)
