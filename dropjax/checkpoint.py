@@ -186,8 +186,8 @@ def tree_signature(tree: Any) -> str:
   """
   # Paths, not the treedef's text: that also holds library metadata that changes between
   # versions without changing what can be restored.
-  text = "".join(f"|{jax.tree_util.keystr(path)}{np.shape(leaf)}:{getattr(leaf, 'dtype', '')}"
-                 for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0])
+  text = "".join(f"|{name}{np.shape(leaf)}:{getattr(leaf, 'dtype', '')}"
+                 for name, leaf in _named_leaves(tree))
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 
@@ -149,3 +151,63 @@ def check_coefficient(value: Any, name: str) -> float:
   if not (math.isfinite(number) and number >= 0.0):
     raise ValueError(f"`{name}` must be a finite number >= 0; got {value!r}.")
   return number
+
+
+def _key_name(entry: Any) -> Any:
+  for attribute in ("key", "name", "idx"):
+    if hasattr(entry, attribute):
+      return getattr(entry, attribute)
+  return entry
+
+
+def is_kernel(path: tuple[Any, ...]) -> bool:
+  """Whether a pytree path names a kernel (a weight matrix or filter bank, not a bias).
+
+  True when the leaf, or the variable holding it, is called ``kernel``: the path of an
+  NNX ``Linear``/``Conv`` kernel in ``nnx.state(model)`` ends ``['kernel'].value``.
+
+  Args:
+    path: a path from `jax.tree_util.tree_flatten_with_path`.
+  """
+  return "kernel" in [_key_name(entry) for entry in path[-2:]]
+
+
+def kernel_mask(params: Any) -> Any:
+  """``params``' tree of booleans: True at the kernels (`is_kernel`), False elsewhere."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: is_kernel(path), params)
+
+
+def l2_decay(coefficient: float,
+             mask: Any | Callable[[Any], Any] = kernel_mask) -> optax.GradientTransformation:
+  """The L2 penalty ``coefficient * sum(w**2)`` as an optax transform: its gradient.
+
+  Adds ``2 * coefficient * w`` to the gradient of every masked leaf (the kernels by
+  default; biases and normalisation scales are not penalised), which is the gradient of
+  the penalty. Chain it before the optimizer, so Adam sees the penalised gradient, as a
+  loss term would give (this is not AdamW's decoupled decay).
+
+  Args:
+    coefficient: the penalty's coefficient (>= 0; may be traced, e.g. ``c / N`` with a
+      traced ``N``).
+    mask: a tree of booleans like the parameters, or a function of the parameters giving
+      one (default `kernel_mask`).
+
+  Returns:
+    An `optax.GradientTransformation` that needs the parameters in ``update``.
+
+  Example:
+    >>> import jax.numpy as jnp, optax
+    >>> from dropjax.penalties import l2_decay
+    >>> params = {"kernel": jnp.ones(2), "bias": jnp.ones(2)}
+    >>> tx = l2_decay(0.5)
+    >>> grads = {"kernel": jnp.zeros(2), "bias": jnp.zeros(2)}
+    >>> updates, _ = tx.update(grads, tx.init(params), params)
+    >>> updates["kernel"].tolist(), updates["bias"].tolist()
+    ([1.0, 1.0], [0.0, 0.0])
+
+  References:
+    Krogh & Hertz. "A simple weight decay can improve generalization." NeurIPS 1991.
+  """
+  if not isinstance(coefficient, jax.core.Tracer):
+    check_coefficient(coefficient, "coefficient")
+  return optax.add_decayed_weights(2.0 * coefficient, mask=mask)

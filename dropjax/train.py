@@ -1,16 +1,29 @@
-"""A small, reproducible classification training loop on optax.
+"""One training loop: pure steps and epochs on optax, with hooks, for any model.
+
+The loop has three layers, each usable alone:
+
+* `train_step`: one optimizer step of a `TrainState` (parameters, other model state,
+  optimizer state, step count) on a batch, followed by the `StepHook` s (max-norm, rate
+  schedules). Penalties on the weights are optax transforms in ``tx``
+  (`dropjax.penalties.l2_decay`), not loss terms.
+* `train_epochs`: ``num_epochs`` epochs of steps as one `jax.lax.scan`, pure, so it can
+  be jitted, vmapped over members or seeds (`fit_ensemble`, the UCI grid) and resumed
+  from any epoch.
+* `fit`: the Python driver for one NNX model. It jits an epoch, then runs the
+  `EpochHook` s (validation and early stopping, progress, training curves) and saves a
+  checkpoint that a resumed run continues from, bitwise.
 
 Keys: the caller's key is split into named streams (``data`` for batch order, ``dropout``
-for masks); step ``t`` draws its masks from ``fold_in(dropout_key, t)``, so a run is a
-function of the key and the step count alone, and the same seed gives bitwise-identical
-results on one machine.
+for masks); epoch ``e`` shuffles with ``fold_in(data_key, e)`` and step ``t`` draws its
+masks from ``fold_in(dropout_key, t)``, so a run is a function of the key and the step
+count alone, and the same seed gives bitwise-identical results on one machine.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -18,20 +31,226 @@ import numpy as np
 import optax
 from flax import nnx
 
+import dropjax.data
 from dropjax.checkpoint import (
-    CheckpointMismatchError,
-    check_settings,
-    checkpoint_exists,
-    load_checkpoint,
-    read_checkpoint_metadata,
-    save_checkpoint,
-    tree_signature,
+  CheckpointMismatchError,
+  check_settings,
+  checkpoint_exists,
+  load_checkpoint,
+  read_checkpoint_metadata,
+  save_checkpoint,
+  tree_signature,
 )
 from dropjax.data import Split
 from dropjax.layers import Rate, check_sampling, reseed
-from dropjax.penalties import collect_penalties
+from dropjax.penalties import collect_penalties, is_kernel, l2_decay
 
 ProgressFn = Callable[[dict[str, Any]], None]
+
+
+class TrainState(NamedTuple):
+  """Everything a training run carries from step to step (a pytree).
+
+  Attributes:
+    params: the differentiated leaves (for NNX models, the ``nnx.Param`` state).
+    rest: the model's other state, carried through the loss (dropout rates and RNG
+      streams, batch statistics); ``None`` for a model that has none.
+    opt_state: the optimizer's state.
+    step: optimizer steps taken (an int32 scalar).
+  """
+
+  params: Any
+  rest: Any
+  opt_state: Any
+  step: jax.Array
+
+
+# (params, rest, batch, weight, key) -> (scalar loss, new rest). ``weight`` is None when
+# every batch is full, else a (batch,) 0/1 mask of the padding of the epoch's last batch.
+LossFn = Callable[[Any, Any, Any, jax.Array | None, jax.Array], tuple[jax.Array, Any]]
+
+
+class StepHook(NamedTuple):
+  """A pure ``TrainState -> TrainState`` map applied around every optimizer step.
+
+  ``init`` runs once on the initial state (`init_train_state`), ``after_step`` after every
+  update. Both are traced inside the jitted loop, like an optax transform's functions.
+
+  Attributes:
+    init: ``state -> state`` before the first step.
+    after_step: ``state -> state`` after each step (``state.step`` already counts it).
+  """
+
+  init: Callable[[TrainState], TrainState]
+  after_step: Callable[[TrainState], TrainState]
+
+
+def init_train_state(params: Any, tx: optax.GradientTransformation, rest: Any = None,
+                     hooks: Sequence[StepHook] = ()) -> TrainState:
+  """The state before the first step: ``tx.init(params)``, step 0, then each hook's ``init``.
+
+  Args:
+    params: the parameters to train.
+    tx: the optimizer (with its penalty transforms).
+    rest: the model's other state, or None.
+    hooks: step hooks; their ``init`` runs here.
+
+  Returns:
+    A `TrainState`.
+  """
+  state = TrainState(params, rest, tx.init(params), jnp.zeros((), jnp.int32))
+  for hook in hooks:
+    state = hook.init(state)
+  return state
+
+
+def train_step(state: TrainState, batch: Any, weight: jax.Array | None, key: jax.Array, *,
+               loss_fn: LossFn, tx: optax.GradientTransformation,
+               hooks: Sequence[StepHook] = ()) -> tuple[TrainState, jax.Array]:
+  """One update: the loss's gradient through ``tx``, then every hook's ``after_step``.
+
+  Args:
+    state: the current state.
+    batch: the batch, passed to ``loss_fn`` as is.
+    weight: None, or the batch's 0/1 mask of real (not padding) examples.
+    key: the step's dropout key.
+    loss_fn: see `LossFn`.
+    tx: the optimizer; it receives the parameters, so ``optax.add_decayed_weights`` and
+      `dropjax.penalties.l2_decay` work.
+    hooks: step hooks, applied in order.
+
+  Returns:
+    ``(new state, loss)``.
+  """
+  (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params, state.rest, batch, weight, key)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  state = TrainState(optax.apply_updates(state.params, updates), rest, opt_state,
+                     state.step + 1)
+  for hook in hooks:
+    state = hook.after_step(state)
+  return state, loss
+
+
+def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool) -> int:
+  """Steps in one epoch: ``N // B`` dropping the partial batch, else ``ceil(N / B)``.
+
+  Raises:
+    ValueError: ``batch_size`` is not positive, or exceeds ``num_examples`` while dropping
+      the remainder (an epoch would have no step).
+  """
+  if batch_size < 1:
+    raise ValueError(f"`batch_size` must be a positive integer; got {batch_size}.")
+  if drop_remainder and batch_size > num_examples:
+    raise ValueError(f"`batch_size`={batch_size} exceeds the {num_examples} training "
+                     "examples.")
+  return num_examples // batch_size if drop_remainder else -(-num_examples // batch_size)
+
+
+def epoch_batches(key: jax.Array, epoch: Any, num_examples: int, batch_size: int, *,
+                  drop_remainder: bool) -> tuple[jax.Array, jax.Array | None]:
+  """The example indices of every step of an epoch, shuffled by ``fold_in(key, epoch)``.
+
+  Args:
+    key: the data stream's key.
+    epoch: the epoch (may be traced).
+    num_examples: N.
+    batch_size: B.
+    drop_remainder: drop the last ``N mod B`` examples of the order (a fresh order each
+      epoch, so none is left out for good); else pad the last batch, like Keras.
+
+  Returns:
+    ``(indices (steps, B), weight)``: ``weight`` is None when dropping the remainder, else
+    the ``(steps, B)`` 0/1 mask of real examples (padding points at example 0).
+  """
+  steps = steps_per_epoch(num_examples, batch_size, drop_remainder)
+  order = jax.random.permutation(jax.random.fold_in(key, epoch), num_examples)
+  if drop_remainder:
+    return order[: steps * batch_size].reshape(steps, batch_size), None
+  padded = steps * batch_size
+  order = jnp.concatenate([order, jnp.zeros(padded - num_examples, order.dtype)])
+  weight = (jnp.arange(padded) < num_examples).astype(jnp.float32)
+  return order.reshape(steps, batch_size), weight.reshape(steps, batch_size)
+
+
+def weighted_mean(values: jax.Array, weight: jax.Array | None) -> jax.Array:
+  """``values.mean()``, or its mean over the real examples when ``weight`` masks padding."""
+  if weight is None:
+    return values.mean()
+  return jnp.sum(weight * values) / jnp.sum(weight)
+
+
+def train_epochs(
+    state: TrainState,
+    data: Any,
+    *,
+    keys: tuple[jax.Array, jax.Array],
+    first_epoch: Any,
+    num_epochs: int,
+    batch_size: int,
+    loss_fn: LossFn,
+    tx: optax.GradientTransformation,
+    hooks: Sequence[StepHook] = (),
+    drop_remainder: bool = False,
+    unroll: int = 1,
+) -> tuple[TrainState, jax.Array]:
+  """``num_epochs`` epochs from ``first_epoch``: a pure function, for one model.
+
+  Jit it, vmap it over members (each with its own keys) or run it in segments: step
+  ``t = epoch * steps_per_epoch + b`` draws its masks from ``fold_in(dropout_key, t)``
+  whatever the segment length, so training in segments equals one run, bitwise.
+
+  Args:
+    state: from `init_train_state` or a previous segment.
+    data: a pytree of arrays with the examples on the leading axis; a batch is every
+      leaf indexed by the step's indices.
+    keys: ``(data_key, dropout_key)``.
+    first_epoch: the epoch to start from (may be traced; resuming passes the checkpoint's).
+    num_epochs: epochs to run (static).
+    batch_size: examples per step (static).
+    loss_fn: see `LossFn`.
+    tx: the optimizer.
+    hooks: step hooks (`max_norm_hook`, `rate_schedule_hook`).
+    drop_remainder: see `epoch_batches`.
+    unroll: `jax.lax.scan`'s unroll of the step loop.
+
+  Returns:
+    ``(state, losses)``: the per-epoch mean training loss, ``(num_epochs,)``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> x = jnp.linspace(-1, 1, 32)[:, None]
+    >>> data = (x, 3.0 * x[:, 0])
+    >>> def loss_fn(params, rest, batch, weight, key):
+    ...   xb, yb = batch
+    ...   return weighted_mean((xb @ params - yb) ** 2, weight), rest
+    >>> tx = optax.sgd(0.5)
+    >>> state = init_train_state(jnp.zeros(1), tx)
+    >>> keys = tuple(jax.random.split(jax.random.key(0)))
+    >>> state, losses = train_epochs(state, data, keys=keys, first_epoch=0, num_epochs=20,
+    ...                              batch_size=8, loss_fn=loss_fn, tx=tx)
+    >>> round(float(state.params[0]), 3), int(state.step)
+    (3.0, 80)
+  """
+  data_key, dropout_key = keys
+  n = jax.tree.leaves(data)[0].shape[0]
+  steps = steps_per_epoch(n, batch_size, drop_remainder)
+
+  def epoch_body(state, epoch):
+    indices, weights = epoch_batches(data_key, epoch, n, batch_size,
+                                     drop_remainder=drop_remainder)
+
+    def step_body(state, inputs):
+      b, idx, weight = inputs
+      key = jax.random.fold_in(dropout_key, epoch * steps + b)
+      batch = jax.tree.map(lambda a: a[idx], data)
+      return train_step(state, batch, weight, key, loss_fn=loss_fn, tx=tx, hooks=hooks)
+
+    state, losses = jax.lax.scan(step_body, state, (jnp.arange(steps), indices, weights),
+                                 unroll=unroll)
+    return state, losses.mean()
+
+  return jax.lax.scan(epoch_body, state, first_epoch + jnp.arange(num_epochs))
 
 
 def kernel_l2(model: nnx.Module) -> jax.Array:
@@ -113,19 +332,355 @@ def classification_loss(
   Returns:
     The scalar loss.
   """
-  logits = model(images)
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-  if l2:
-    loss = loss + l2 * kernel_l2(model)
-  return loss + collect_penalties(model)
+  loss = cross_entropy_loss(model, (images, labels), None)
+  return loss + l2 * kernel_l2(model) if l2 else loss
 
 
-def _validation_nll(model: nnx.Module, split: Split) -> float:
-  model.eval()
-  logits = nnx.jit(lambda m, x: m(x))(model, jnp.asarray(split.images))
+def max_norm_hook(max_norm: float,
+                  where: Callable[[tuple[Any, ...]], bool] = is_kernel) -> StepHook:
+  """A step hook projecting every unit's incoming weights to an L2 norm of at most ``max_norm``.
+
+  The parameter-tree form of `max_norm_projection`: after every step, each leaf whose path
+  satisfies ``where`` (the kernels, by default) has its slices along the last axis scaled
+  down to norm ``max_norm`` where they exceed it.
+
+  Args:
+    max_norm: the bound ``c`` (> 0).
+    where: ``path -> bool``, which parameters are constrained (`dropjax.penalties.is_kernel`).
+
+  Returns:
+    A `StepHook` (the initial weights are left as they are, as in the paper).
+
+  References:
+    Srivastava et al. "Dropout: a simple way to prevent neural networks from overfitting."
+    JMLR 15, 2014, section 5.1.
+  """
+  if not (isinstance(max_norm, (int, float)) and max_norm > 0):
+    raise ValueError(f"`max_norm` must be a positive number; got {max_norm!r}.")
+
+  def project(state: TrainState) -> TrainState:
+    def one(path, w):
+      if not where(path):
+        return w
+      return w * jnp.minimum(1.0, max_norm / jnp.maximum(_unit_norms(w), 1e-12))
+
+    return state._replace(params=jax.tree_util.tree_map_with_path(one, state.params))
+
+  return StepHook(init=lambda state: state, after_step=project)
+
+
+def rate_schedule_hook(schedule: Callable[[jax.Array], jax.Array], base_rates: Any) -> StepHook:
+  """A step hook that trains step ``t`` with every array rate at ``schedule(t)`` times its base.
+
+  The rates are the `dropjax.layers.Rate` variables in `TrainState.rest` (an NNX model
+  built with array rates, e.g. ``jnp.asarray(0.5)``); they are traced, so no step
+  recompiles. ``init`` sets them for step 0 and ``after_step`` for the next step.
+
+  Args:
+    schedule: ``step -> factor`` (e.g. from `dropjax.schedules`).
+    base_rates: ``nnx.state(model, Rate)`` before training: the rates the factor scales.
+
+  Returns:
+    A `StepHook`.
+  """
+  def apply(state: TrainState) -> TrainState:
+    factor = schedule(state.step)
+    _, others = nnx.split_state(state.rest, Rate, ...)
+    scaled = jax.tree.map(lambda base: base * factor, base_rates)
+    return state._replace(rest=nnx.merge_state(scaled, others))
+
+  return StepHook(init=apply, after_step=apply)
+
+
+class EpochHook:
+  """Runs after every epoch of `fit`, in Python, on the model as trained so far.
+
+  Subclass it and override what you need. After each epoch `fit` calls every hook's
+  ``after_epoch`` (which may add scalars to the epoch's record, seen by later hooks and
+  returned per epoch, and may stop training), then writes the checkpoint, then calls every
+  hook's ``report``: progress and curves report only epochs a resumed run will not redo. A
+  hook with state of its own returns it from ``checkpoint_state``, so a resumed run
+  continues it.
+  """
+
+  def settings(self) -> dict[str, Any]:
+    """JSON values recorded in the checkpoint: resuming under others is refused."""
+    return {}
+
+  def start(self, first_epoch: int, epochs: int) -> None:
+    """Called before the first epoch this invocation runs (``first_epoch`` > 0 on resume)."""
+
+  def after_epoch(self, epoch: int, model: nnx.Module, record: dict[str, Any]) -> bool:
+    """Called after epoch ``epoch`` (0-based); True stops training."""
+    return False
+
+  def report(self, epoch: int, record: dict[str, Any]) -> None:
+    """Called after epoch ``epoch``'s checkpoint is written, with its complete record."""
+
+  def end(self, model: nnx.Module, history: dict[str, Any]) -> None:
+    """Called once training ends (also when it resumed an already finished run)."""
+
+  def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(trees, metadata)`` saved with every checkpoint."""
+    return {}, {}
+
+  def restore(self, trees: dict[str, Any], metadata: dict[str, Any]) -> None:
+    """Sets the hook's state from a checkpoint's ``checkpoint_state``."""
+
+  def templates(self, model: nnx.Module) -> dict[str, Any]:
+    """Pytrees shaped like every tree ``checkpoint_state`` may return, to restore into."""
+    return {}
+
+
+class Validation(EpochHook):
+  """Records the deterministic NLL of a held-out split after every epoch; early stopping.
+
+  Args:
+    split: the validation split.
+    patience: stop after this many epochs without a better NLL and restore the best
+      epoch's weights; None records the NLL only.
+  """
+
+  def __init__(self, split: dropjax.data.Split, patience: int | None = None):
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+      raise ValueError(f"`patience` must be a positive integer or None; got {patience!r}.")
+    self.split, self.patience = split, patience
+    self.best_epoch, self.best_nll, self.bad_epochs = None, np.inf, 0
+    self.best_state = None
+    self._forward = nnx.jit(lambda m, x: m(x))
+
+  def settings(self) -> dict[str, Any]:
+    return {"patience": self.patience, "validation_examples": len(self.split.labels)}
+
+  def after_epoch(self, epoch, model, record):
+    model.eval()
+    logits = self._forward(model, jnp.asarray(self.split.images))
+    model.train()
+    nll = float(optax.softmax_cross_entropy_with_integer_labels(
+        logits, jnp.asarray(self.split.labels)).mean())
+    record["val_nll"] = nll
+    if self.best_epoch is None or nll < self.best_nll:
+      self.best_epoch, self.best_nll, self.bad_epochs = epoch, nll, 0
+      self.best_state = jax.tree.map(jnp.copy, nnx.state(model))
+      return False
+    self.bad_epochs += 1
+    return self.patience is not None and self.bad_epochs >= self.patience
+
+  def end(self, model, history):
+    history["best_epoch"] = self.best_epoch
+    if self.patience is not None and self.best_state is not None:
+      nnx.update(model, self.best_state)
+
+  def checkpoint_state(self):
+    trees = {} if self.best_state is None else {"best": self.best_state}
+    return trees, {"best_epoch": self.best_epoch, "best_nll": self.best_nll,
+                   "bad_epochs": self.bad_epochs}
+
+  def restore(self, trees, metadata):
+    self.best_state = trees.get("best")
+    self.best_epoch, self.bad_epochs = metadata["best_epoch"], metadata["bad_epochs"]
+    self.best_nll = metadata["best_nll"]
+
+  def templates(self, model):
+    return {"best": nnx.state(model)}
+
+
+class Progress(EpochHook):
+  """Calls ``fn({"epoch", "epochs", "loss", "eta_seconds"})`` after every epoch."""
+
+  def __init__(self, fn: ProgressFn):
+    self.fn = fn
+
+  def start(self, first_epoch, epochs):
+    self.first, self.epochs, self.clock = first_epoch, epochs, time.perf_counter()
+
+  def report(self, epoch, record):
+    elapsed = time.perf_counter() - self.clock
+    self.fn({"epoch": epoch + 1, "epochs": self.epochs, "loss": record["loss"],
+             "eta_seconds": elapsed / (epoch + 1 - self.first) * (self.epochs - epoch - 1)})
+
+
+class WriteScalars(EpochHook):
+  """Writes every scalar of the epoch's record (loss, val_nll, ...) to a
+  `dropjax.summaries.ScalarWriter` at the epoch's number (1-based): training curves.
+
+  Args:
+    writer: the writer.
+    prefix: prepended to every tag (e.g. ``"train/"``).
+    close: close the writer when training ends.
+  """
+
+  def __init__(self, writer: Any, prefix: str = "", close: bool = False):
+    self.writer, self.prefix, self.close = writer, prefix, close
+
+  def end(self, model, history):
+    if self.close:
+      self.writer.close()
+
+  def report(self, epoch, record):
+    self.writer.write_scalars(epoch + 1, {
+        f"{self.prefix}{name}": value for name, value in record.items()
+        if isinstance(value, (int, float)) and name != "epoch"})
+
+
+# (model, batch, weight) -> scalar: the loss of an NNX model in train mode, reseeded.
+ModelLoss = Callable[[nnx.Module, Any, jax.Array | None], jax.Array]
+
+
+def cross_entropy_loss(model: nnx.Module, batch: tuple[jax.Array, jax.Array],
+                       weight: jax.Array | None) -> jax.Array:
+  """Mean cross-entropy of ``model(images)`` + the model's penalties (`collect_penalties`).
+
+  The `ModelLoss` `fit_classifier` trains with; ``batch`` is ``(images, labels)``.
+  """
+  images, labels = batch
+  nll = optax.softmax_cross_entropy_with_integer_labels(model(images), labels)
+  return weighted_mean(nll, weight) + collect_penalties(model)
+
+
+def fit(
+    model: nnx.Module,
+    data: Any,
+    *,
+    key: jax.Array,
+    epochs: int,
+    batch_size: int,
+    tx: optax.GradientTransformation,
+    loss: ModelLoss = cross_entropy_loss,
+    step_hooks: Sequence[StepHook] = (),
+    epoch_hooks: Sequence[EpochHook] = (),
+    drop_remainder: bool = True,
+    checkpoint_path: str | None = None,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+  """Trains an NNX model in place with `train_epochs`, one jitted epoch at a time.
+
+  After every epoch the model holds the weights so far, the ``epoch_hooks`` run on it in
+  order, and, with ``checkpoint_path``, a checkpoint is written atomically. A run resumed
+  from it ends with exactly the numbers of an uninterrupted one.
+
+  Args:
+    model: the NNX model (put in train mode here; its dropout layers are reseeded from
+      ``fold_in(dropout_key, step)`` at every step).
+    data: a pytree of arrays with the examples on the leading axis (for `cross_entropy_loss`,
+      ``(images, labels)``).
+    key: the run's key; split into ``data`` and ``dropout`` streams.
+    epochs: epochs to train (the maximum, if a hook stops early).
+    batch_size: examples per step.
+    tx: the optimizer, with its penalties chained in (`dropjax.penalties.l2_decay`).
+    loss: ``(model, batch, weight) -> scalar``.
+    step_hooks: `max_norm_hook`, `rate_schedule_hook`, or your own.
+    epoch_hooks: `Validation`, `Progress`, `WriteScalars`, or your own `EpochHook`.
+    drop_remainder: see `epoch_batches`.
+    checkpoint_path: a checkpoint directory (`dropjax.checkpoint`) written after every
+      epoch, recording the run's settings (key, epochs, batch size, data size, state
+      structure, ``settings``, each hook's settings and which hooks keep state); if it
+      exists, training resumes from it (restoring the hooks' state too), and one recording
+      other settings is refused (`CheckpointMismatchError`, naming them). Hooks without
+      state (`Progress`, `WriteScalars`) may change between a run and its resumption.
+    settings: further JSON values identifying the run (e.g. the optimizer's settings).
+
+  Returns:
+    A dict: ``loss`` and ``epoch_seconds`` (lists, one entry per epoch), a list per scalar
+    the hooks added (e.g. ``val_nll``), ``steps``, ``stopped_early``, and what the hooks'
+    ``end`` adds (``best_epoch`` for `Validation`).
+  """
+  n = jax.tree.leaves(data)[0].shape[0]
+  per_epoch = steps_per_epoch(n, batch_size, drop_remainder)
+  data_key, dropout_key = jax.random.split(key)
   model.train()
-  return float(optax.softmax_cross_entropy_with_integer_labels(
-      logits, jnp.asarray(split.labels)).mean())
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  state = init_train_state(params, tx, rest, step_hooks)
+  # Hooks with state of their own (early stopping's best weights) are checkpointed; the
+  # others (progress, curves) may differ between a run and its resumption.
+  stateful = [hook for hook in epoch_hooks if hook.checkpoint_state() != ({}, {})]
+
+  def loss_fn(params, rest, batch, weight, step_key):
+    m = nnx.merge(graphdef, params, rest, copy=True)
+    reseed(m, step_key)
+    value = loss(m, batch, weight)
+    return value, nnx.split(m, nnx.Param, ...)[2]
+
+  @jax.jit
+  def run_epoch(state, data, epoch):
+    state, losses = train_epochs(state, data, keys=(data_key, dropout_key), first_epoch=epoch,
+                                 num_epochs=1, batch_size=batch_size, loss_fn=loss_fn, tx=tx,
+                                 hooks=step_hooks, drop_remainder=drop_remainder)
+    return state, losses[0]
+
+  records: list[dict[str, Any]] = []
+  start_epoch, stopped = 0, False
+  if checkpoint_path is not None:
+    typed_key = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    run_settings = {
+        "key": np.asarray(jax.random.key_data(key) if typed_key else key).tolist(),
+        "epochs": epochs, "batch_size": batch_size, "drop_remainder": drop_remainder,
+        "train_examples": n, "model_structure": tree_signature((state.params, state.rest)),
+        "optimizer_structure": tree_signature(state.opt_state),
+        "step_hooks": len(step_hooks),
+        "stateful_epoch_hooks": [type(hook).__name__ for hook in stateful], **(settings or {}),
+    }
+    for hook in epoch_hooks:
+      run_settings.update(hook.settings())
+  if checkpoint_path is not None and checkpoint_exists(checkpoint_path):
+    # Another run's checkpoint would be continued silently: refuse before restoring it.
+    stored_meta = read_checkpoint_metadata(checkpoint_path)
+    check_settings(checkpoint_path, stored_meta.get("settings"), run_settings)
+    templates = {"state": state}
+    for i, hook in enumerate(stateful):
+      saved = stored_meta["hooks"][i]["trees"]
+      templates.update({f"hook{i}/{k}": v for k, v in hook.templates(model).items()
+                        if k in saved})
+    trees, meta = load_checkpoint(checkpoint_path, templates)
+    state = trees["state"]
+    nnx.update(model, state.params, state.rest)
+    # The penalty coefficients live in the model, outside its state: the restored weights
+    # give the recorded penalty only under the coefficients they were trained with.
+    penalty = float(collect_penalties(model))
+    if not np.isclose(penalty, meta["penalty"], rtol=1e-5, atol=0.0):
+      raise CheckpointMismatchError(
+          f"{checkpoint_path} was trained with other penalty coefficients: its weights gave "
+          f"the penalty {meta['penalty']!r} then and give {penalty!r} under this model "
+          "(weight_regularizer / dropout_regularizer, or a module's penalty(), changed). Use "
+          "the same model settings, another checkpoint_path, or delete it.")
+    for i, hook in enumerate(stateful):
+      prefix = f"hook{i}/"
+      hook.restore({k[len(prefix):]: v for k, v in trees.items() if k.startswith(prefix)},
+                   meta["hooks"][i]["metadata"])
+    records, start_epoch, stopped = meta["records"], meta["epoch"], meta["stopped_early"]
+
+  for hook in epoch_hooks:
+    hook.start(start_epoch, epochs)
+  for epoch in range(start_epoch, epochs):
+    if stopped:
+      break
+    tic = time.perf_counter()
+    state, epoch_loss = run_epoch(state, data, epoch)
+    nnx.update(model, state.params, state.rest)
+    record: dict[str, Any] = {"epoch": epoch + 1, "loss": float(epoch_loss)}
+    for hook in epoch_hooks:
+      stopped = bool(hook.after_epoch(epoch, model, record)) or stopped
+    record["epoch_seconds"] = time.perf_counter() - tic
+    records.append(record)
+    if checkpoint_path is not None:
+      hook_states = [hook.checkpoint_state() for hook in stateful]
+      trees = {"state": state}
+      for i, (hook_trees, _) in enumerate(hook_states):
+        trees.update({f"hook{i}/{k}": v for k, v in hook_trees.items()})
+      save_checkpoint(checkpoint_path, trees, {
+          "records": records, "epoch": epoch + 1, "stopped_early": stopped,
+          "settings": run_settings, "penalty": float(collect_penalties(model)),
+          "hooks": [{"trees": sorted(t), "metadata": m} for t, m in hook_states]})
+    for hook in epoch_hooks:
+      hook.report(epoch, record)
+  history: dict[str, Any] = {"steps": len(records) * per_epoch, "stopped_early": stopped}
+  for name in dict.fromkeys(k for r in records for k in r if k != "epoch"):
+    history[name] = [r[name] for r in records if name in r]
+  history.setdefault("loss", [])
+  history.setdefault("epoch_seconds", [])
+  for hook in epoch_hooks:
+    hook.end(model, history)
+  return history
 
 
 def fit_classifier(
@@ -144,12 +699,14 @@ def fit_classifier(
     rate_scale: Callable[[jax.Array], jax.Array] | None = None,
     checkpoint_path: str | None = None,
     progress: ProgressFn | None = None,
+    epoch_hooks: Sequence[EpochHook] = (),
 ) -> dict[str, Any]:
-  """Trains ``model`` in place with Adam(W) on shuffled mini-batches (remainder dropped).
+  """`fit` for a classifier with Adam(W): the settings the studies use, as keywords.
 
-  Batch order of epoch e comes from ``fold_in(data_key, e)`` and the masks of step t from
-  ``fold_in(dropout_key, t)``, so training is a pure function of ``key`` and a run resumed
-  from a checkpoint ends with exactly the numbers of an uninterrupted one.
+  Each keyword becomes a part of the one loop: ``l2`` an optax transform
+  (`dropjax.penalties.l2_decay`, chained before Adam), ``max_norm`` and ``rate_scale``
+  step hooks, ``validation``/``patience`` and ``progress`` epoch hooks. Mini-batches are
+  shuffled per epoch and the remainder is dropped. For anything else, call `fit`.
 
   Args:
     model: an NNX classifier ``images -> logits`` (put in train mode here).
@@ -159,142 +716,61 @@ def fit_classifier(
     batch_size: examples per step.
     learning_rate: Adam's step size.
     weight_decay: decoupled weight decay (AdamW); 0 for plain Adam.
-    l2: coefficient of the L2 penalty ``sum(kernel**2)`` added to the loss. The model's
-      own penalties (``penalty()`` of its modules, e.g. Concrete dropout's, with the
-      coefficients given to the model) are always added (`classification_loss`).
-    validation: a held-out split; its deterministic NLL is recorded after every epoch.
+    l2: coefficient of the L2 penalty ``sum(kernel**2)`` (`dropjax.penalties.l2_decay`).
+      The model's own penalties (``penalty()`` of its modules, e.g. Concrete dropout's)
+      are always in the loss (`cross_entropy_loss`).
+    validation: a held-out split; its deterministic NLL is recorded after every epoch
+      (`Validation`).
     patience: with ``validation``, stop after this many epochs without a better NLL and
       restore the best epoch's weights (early stopping).
     max_norm: if set, every unit's incoming weights are projected to this L2 norm after
-      every step (`max_norm_projection`).
+      every step (`max_norm_hook`).
     rate_scale: a schedule ``step -> factor`` (e.g. from `dropjax.schedules`): step t
       trains with every array rate (`rate_variables`) at ``factor(t)`` times its value at
-      the start. The rates are traced, so no step recompiles; they are restored to their
-      starting values when training ends (MC dropout then samples at those rates).
-    checkpoint_path: a checkpoint directory (`dropjax.checkpoint`, orbax) written
-      atomically after every epoch, recording the
-      settings it was trained with (key, epochs, batch size, optimiser and regulariser
-      settings, data size, model and optimizer structure); if it exists when
-      training starts, training resumes from it. A checkpoint recording other settings,
-      or none, is refused (`dropjax.checkpoint.CheckpointMismatchError`, naming them).
-    progress: called after every epoch with the epoch's statistics.
+      the start (`rate_schedule_hook`); the rates are restored when training ends (MC
+      dropout then samples at those rates).
+    checkpoint_path: see `fit`.
+    progress: called after every epoch with the epoch's statistics (`Progress`).
+    epoch_hooks: further epoch hooks (e.g. `WriteScalars`), run after those above.
 
   Returns:
-    A dict: ``loss``, ``val_nll`` and ``epoch_seconds`` (lists, one entry per epoch),
-    ``steps`` (int), ``best_epoch`` (int or None) and ``stopped_early`` (bool).
+    `fit`'s history, with ``val_nll`` (empty without ``validation``) and ``best_epoch``
+    (None without it). ``loss`` is the data term plus the model's own penalties; the
+    ``l2`` term is a gradient transform and is not in it.
   """
   if patience is not None and validation is None:
     raise ValueError("`patience` (early stopping) needs a `validation` split.")
-  n = train.images.shape[0]
-  steps_per_epoch = n // batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f"`batch_size`={batch_size} exceeds the {n} training examples.")
-  data_key, dropout_key = jax.random.split(key)
+  steps_per_epoch(train.images.shape[0], batch_size, True)
   tx = optax.adamw(learning_rate, weight_decay=weight_decay) if weight_decay else optax.adam(
       learning_rate)
-  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
-  model.train()
-
-  base_rates = []
+  if l2:
+    tx = optax.chain(l2_decay(l2), tx)
+  step_hooks = []
+  base_rates = jax.tree.map(jnp.copy, nnx.state(model, Rate))
   if rate_scale is not None:
-    base_rates = [jnp.copy(v[...]) for v in rate_variables(model)]
-    if not base_rates:
+    if not jax.tree.leaves(base_rates):
       raise ValueError("`rate_scale` needs a model built with array rates (e.g. "
                        "`jnp.asarray(0.5)`), which layers hold as `Rate` state; this one has "
                        "none.")
-
-  @nnx.jit
-  def train_step(model, optimizer, images, labels, step_key, step):
-    reseed(model, step_key)
-    if rate_scale is not None:
-      factor = rate_scale(step)
-      for variable, base in zip(rate_variables(model), base_rates, strict=True):
-        variable[...] = base * factor
-    loss, grads = nnx.value_and_grad(classification_loss)(model, images, labels, l2)
-    optimizer.update(model, grads)
-    if max_norm is not None:
-      max_norm_projection(model, max_norm)
-    return loss
-
-  history: dict[str, Any] = {"loss": [], "val_nll": [], "epoch_seconds": [], "best_epoch": None,
-                             "stopped_early": False}
-  best_state = nnx.state(model)
-  start_epoch, bad_epochs = 0, 0
-  if checkpoint_path is not None:
-    typed_key = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    settings = {
-        "key": np.asarray(jax.random.key_data(key) if typed_key else key).tolist(),
-        "epochs": epochs, "batch_size": batch_size, "learning_rate": float(learning_rate),
-        "weight_decay": float(weight_decay), "l2": float(l2),
-        "max_norm": None if max_norm is None else float(max_norm), "patience": patience,
-        "rate_scale": rate_scale is not None, "train_examples": n,
-        "validation_examples": None if validation is None else len(validation.labels),
-        "model_structure": tree_signature(nnx.state(model)),
-        "optimizer_structure": tree_signature(nnx.state(optimizer)),
-    }
-  if checkpoint_path is not None and checkpoint_exists(checkpoint_path):
-    # Another run's checkpoint would be continued silently: refuse before restoring it.
-    check_settings(checkpoint_path, read_checkpoint_metadata(checkpoint_path).get("settings"),
-                   settings)
-    trees, meta = load_checkpoint(checkpoint_path, {
-        "model": nnx.state(model), "optimizer": nnx.state(optimizer), "best": best_state})
-    nnx.update(model, trees["model"])
-    # The penalty coefficients live in the model, outside its state: the restored weights
-    # give the recorded penalty only under the coefficients they were trained with.
-    penalty = float(collect_penalties(model))
-    if "penalty" in meta and not np.isclose(penalty, meta["penalty"], rtol=1e-5, atol=0.0):
-      raise CheckpointMismatchError(
-          f"{checkpoint_path} was trained with other penalty coefficients: its weights gave "
-          f"the penalty {meta['penalty']!r} then and give {penalty!r} under this model "
-          "(weight_regularizer / dropout_regularizer, or a module's penalty(), changed). Use "
-          "the same model settings, another checkpoint_path, or delete it.")
-    nnx.update(optimizer, trees["optimizer"])
-    best_state = trees["best"]
-    history, start_epoch, bad_epochs = meta["history"], meta["epoch"], meta["bad_epochs"]
-
-  step_fn = nnx.cached_partial(train_step, model, optimizer)
-  images, labels = jnp.asarray(train.images), jnp.asarray(train.labels)
-  start = time.perf_counter()
-  for epoch in range(start_epoch, epochs):
-    if history["stopped_early"]:
-      break
-    tic = time.perf_counter()
-    order = jax.random.permutation(jax.random.fold_in(data_key, epoch), n)
-    losses = []
-    for b in range(steps_per_epoch):
-      idx = order[b * batch_size : (b + 1) * batch_size]
-      step = epoch * steps_per_epoch + b
-      losses.append(step_fn(images[idx], labels[idx], jax.random.fold_in(dropout_key, step),
-                            jnp.int32(step)))
-    history["loss"].append(float(jnp.mean(jnp.stack(losses))))
-    if validation is not None:
-      val_nll = _validation_nll(model, validation)
-      history["val_nll"].append(val_nll)
-      if history["best_epoch"] is None or val_nll < min(history["val_nll"][:-1], default=np.inf):
-        history["best_epoch"], bad_epochs = epoch, 0
-        best_state = jax.tree.map(jnp.copy, nnx.state(model))
-      else:
-        bad_epochs += 1
-        history["stopped_early"] = patience is not None and bad_epochs >= patience
-    history["epoch_seconds"].append(time.perf_counter() - tic)
-    if checkpoint_path is not None:
-      save_checkpoint(
-          checkpoint_path,
-          {"model": nnx.state(model), "optimizer": nnx.state(optimizer), "best": best_state},
-          {"history": history, "epoch": epoch + 1, "bad_epochs": bad_epochs,
-           "settings": settings, "penalty": float(collect_penalties(model))},
-      )
-    if progress is not None:
-      done = epoch + 1 - start_epoch
-      elapsed = time.perf_counter() - start
-      progress({"epoch": epoch + 1, "epochs": epochs, "loss": history["loss"][-1],
-                "eta_seconds": elapsed / done * (epochs - epoch - 1)})
-  if patience is not None:
-    nnx.update(model, best_state)
+    step_hooks.append(rate_schedule_hook(rate_scale, base_rates))
+  if max_norm is not None:
+    step_hooks.append(max_norm_hook(max_norm))
+  hooks: list[EpochHook] = []
+  if validation is not None:
+    hooks.append(Validation(validation, patience))
+  if progress is not None:
+    hooks.append(Progress(progress))
+  settings = {"learning_rate": float(learning_rate), "weight_decay": float(weight_decay),
+              "l2": float(l2), "max_norm": None if max_norm is None else float(max_norm),
+              "rate_scale": rate_scale is not None}
+  history = fit(model, (jnp.asarray(train.images), jnp.asarray(train.labels)), key=key,
+                epochs=epochs, batch_size=batch_size, tx=tx, step_hooks=step_hooks,
+                epoch_hooks=[*hooks, *epoch_hooks], checkpoint_path=checkpoint_path,
+                settings=settings)
   if rate_scale is not None:
-    for variable, base in zip(rate_variables(model), base_rates, strict=True):
-      variable[...] = base
-  history["steps"] = len(history["loss"]) * steps_per_epoch
+    nnx.update(model, base_rates)
+  history.setdefault("val_nll", [])
+  history.setdefault("best_epoch", None)
   return history
 
 
@@ -350,10 +826,7 @@ def fit_ensemble(
     a leading axis; ``nnx.merge(graphdef, jax.tree.map(lambda a: a[k], states))`` is
     member ``k``. ``history["loss"]`` is ``(epochs, K)``.
   """
-  n = train.images.shape[0]
-  steps_per_epoch = n // batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(f"`batch_size`={batch_size} exceeds the {n} training examples.")
+  per_epoch = steps_per_epoch(train.images.shape[0], batch_size, True)
   tx = optax.adam(learning_rate)
 
   hparams = {k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()}
@@ -367,7 +840,7 @@ def fit_ensemble(
     init_key = jax.random.split(key)[0]
     model = make_model(nnx.Rngs(params=init_key, dropout=0), **hp)
     _, params, rest = nnx.split(model, nnx.Param, ...)
-    return params, rest, tx.init(params)
+    return params, rest
 
   # The graph is taken under tracing, as inside vmap: a traced rate of 0 must still build
   # a dropout layer (a concrete 0 builds none).
@@ -380,66 +853,39 @@ def fit_ensemble(
 
   jax.eval_shape(build, {k: v[0] for k, v in hparams.items()})
   graphdef = template["graphdef"]
-  params, rest, opt_state = jax.vmap(init)(keys, hparams)
+  params, rest = jax.vmap(init)(keys, hparams)
   member_streams = jax.vmap(lambda k: jax.random.split(jax.random.split(k)[1]))(keys)
   data_keys, dropout_keys = member_streams[:, 0], member_streams[:, 1]
 
-  def loss_fn(params, rest, images, labels, step_key):
+  def member_loss(params, rest, batch, weight, step_key):
     model = nnx.merge(graphdef, params, rest, copy=True)
     model.train()
     reseed(model, step_key)
-    loss = classification_loss(model, images, labels)
-    return loss, nnx.split(model, nnx.Param, ...)[2]
+    return cross_entropy_loss(model, batch, weight), nnx.split(model, nnx.Param, ...)[2]
 
-  def member_step(params, rest, opt_state, order, step, dropout_key, images, labels):
-    batch = jax.lax.dynamic_slice_in_dim(order, (step % steps_per_epoch) * batch_size,
-                                         batch_size)
-    (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, rest, images[batch], labels[batch], jax.random.fold_in(dropout_key, step))
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), rest, opt_state, loss
-
-  def vectorized_epoch(params, rest, opt_state, orders, steps, images, labels):
-    def body(carry, step):
-      params, rest, opt_state = carry
-      params, rest, opt_state, loss = jax.vmap(
-          member_step, in_axes=(0, 0, 0, 0, None, 0, None, None))(
-              params, rest, opt_state, orders, step, dropout_keys, images, labels)
-      return (params, rest, opt_state), loss
-
-    (params, rest, opt_state), losses = jax.lax.scan(body, (params, rest, opt_state), steps)
-    return params, rest, opt_state, losses.mean(0)
-
-  def mapped_epoch(params, rest, opt_state, orders, steps, images, labels):
-    def member_epoch(member):
-      params, rest, opt_state, order, dropout_key = member
-
-      def body(carry, step):
-        params, rest, opt_state, loss = member_step(*carry, order, step, dropout_key, images,
-                                                    labels)
-        return (params, rest, opt_state), loss
-
-      (params, rest, opt_state), losses = jax.lax.scan(body, (params, rest, opt_state), steps)
-      return params, rest, opt_state, losses.mean()
-
-    return jax.lax.map(member_epoch, (params, rest, opt_state, orders, dropout_keys))
+  def member_epoch(state, member_keys, epoch, data):
+    state, losses = train_epochs(state, data, keys=member_keys, first_epoch=epoch, num_epochs=1,
+                                 batch_size=batch_size, loss_fn=member_loss, tx=tx,
+                                 drop_remainder=True)
+    return state, losses[0]
 
   @jax.jit
-  def run_epoch(params, rest, opt_state, epoch, images, labels):
-    orders = jax.vmap(lambda k: jax.random.permutation(jax.random.fold_in(k, epoch), n))(
-        data_keys)
-    steps = epoch * steps_per_epoch + jnp.arange(steps_per_epoch)
-    epoch_fn = vectorized_epoch if vectorize else mapped_epoch
-    return epoch_fn(params, rest, opt_state, orders, steps, images, labels)
+  def run_epoch(states, epoch, data):
+    member_keys = (data_keys, dropout_keys)
+    if vectorize:
+      return jax.vmap(member_epoch, in_axes=(0, 0, None, None))(states, member_keys, epoch, data)
+    return jax.lax.map(lambda m: member_epoch(*m, epoch, data), (states, member_keys))
 
-  images, labels = jnp.asarray(train.images), jnp.asarray(train.labels)
+  states = jax.vmap(lambda p, r: init_train_state(p, tx, r))(params, rest)
+  data = (jnp.asarray(train.images), jnp.asarray(train.labels))
   losses = []
   for epoch in range(epochs):
-    params, rest, opt_state, loss = run_epoch(params, rest, opt_state, epoch, images, labels)
+    states, loss = run_epoch(states, epoch, data)
     losses.append(loss)
+  params, rest = states.params, states.rest
   # Return only once the work is done, so callers can time training.
   jax.block_until_ready((params, rest))
-  return graphdef, (params, rest), {"loss": jnp.stack(losses), "steps": epochs * steps_per_epoch}
+  return graphdef, (params, rest), {"loss": jnp.stack(losses), "steps": epochs * per_epoch}
 
 
 def ensemble_member(graphdef: nnx.GraphDef, states: Any, k: int) -> nnx.Module:

@@ -26,14 +26,19 @@ Example (a study of three lines)::
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import ml_collections
+import numpy as np
 
 from dropjax import io
+from dropjax.summaries import ScalarWriter
+from dropjax.train import EpochHook, WriteScalars
 from experiments import reporting
 
 T = TypeVar("T")
@@ -74,8 +79,52 @@ class Sections:
     return os.path.join(self.folder, f"{name}.json")
 
   def __call__(self, name: str, compute: Callable[[], T]) -> T:
-    """The stored result of section ``name``, or ``compute()``, stored atomically."""
-    return reporting.load_or_compute(self.path(name), compute)
+    """The stored result of section ``name``, or ``compute()``, stored atomically.
+
+    While ``compute`` runs, `curve_hooks` and `write_curves` write training curves to
+    ``<folder>/curves/<name>`` (TensorBoard event files and ``scalars.jsonl``).
+    """
+    def run_with_curves():
+      token = _CURVES.set(os.path.join(self.folder, "curves", name))
+      try:
+        return compute()
+      finally:
+        _CURVES.reset(token)
+
+    return reporting.load_or_compute(self.path(name), run_with_curves)
+
+
+# The curves folder of the section being computed (None outside one).
+_CURVES: contextvars.ContextVar[str | None] = contextvars.ContextVar("curves", default=None)
+
+
+def curves_folder(name: str = "") -> str | None:
+  """The folder where the running section writes its curves (``name``: a subfolder), or
+  None outside a section."""
+  folder = _CURVES.get()
+  return None if folder is None else os.path.join(folder, name)
+
+
+def curve_hooks(name: str = "") -> list[EpochHook]:
+  """``[WriteScalars]`` into the running section's curves folder, for `dropjax.train.fit`'s
+  ``epoch_hooks``: per-epoch loss (and validation NLL) of every run a study trains. Empty
+  outside a section, so a run function also works alone."""
+  folder = curves_folder(name)
+  return [] if folder is None else [WriteScalars(ScalarWriter(folder), close=True)]
+
+
+def write_curves(series: Mapping[str, Sequence[float]], name: str = "",
+                 steps: Sequence[int] | None = None) -> None:
+  """Writes per-epoch series computed in one program (vmapped or scanned training) to the
+  running section's curves folder; step ``i`` is ``steps[i]`` (default: 1, 2, ...)."""
+  folder = curves_folder(name)
+  if folder is None:
+    return
+  with contextlib.closing(ScalarWriter(folder)) as writer:
+    length = len(next(iter(series.values()))) if series else 0
+    for i, step in enumerate(steps if steps is not None else range(1, length + 1)):
+      writer.write_scalars(int(step), {tag: float(np.asarray(values[i]))
+                                       for tag, values in series.items()})
 
 
 @dataclasses.dataclass(frozen=True)

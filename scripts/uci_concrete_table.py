@@ -1,6 +1,10 @@
 """Writes results/uci-concrete-table.md (+ .csv) from a `uci_concrete` workdir.
 
-    python scripts/uci_concrete_table.py --workdir runs/uci_concrete
+    python scripts/uci_concrete_table.py --workdir runs/uci_concrete \
+        [--length_workdirs runs/uci_concrete_epochs5 runs/uci_concrete_epochs25 ...]
+
+``--length_workdirs`` are runs of the same study with other ``epochs_multiplier`` values:
+their datasets get a table of learned p and paired differences against training length.
 
 Learned rates and test metrics of concrete dropout beside the grid-searched MC dropout of
 the same splits (our `uci.py` run, kept in each dataset's results).
@@ -20,6 +24,8 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="runs/uci_concrete")
   parser.add_argument("--out", default=os.path.join(ROOT, "results"))
+  parser.add_argument("--length_workdirs", nargs="*", default=[],
+                      help="runs of the study at other epochs_multiplier values")
   args = parser.parse_args()
 
   def fmt(pair, digits=2):
@@ -78,6 +84,8 @@ def main():
         f"{n} splits a difference with no true effect passes 2 s.e. with probability "
         f"{reporting.chance_of_two_se(n):.2f} (Student's t).", "",
         "| dataset | splits | Δ RMSE | Δ LL |", "|---|---|---|---|", *paired]
+  length_lines, length_rows = training_length_table([args.workdir, *args.length_workdirs])
+  lines += ["", *length_lines] if length_lines else []
   _plot_rates(args.workdir, os.path.join(args.out, "uci_concrete_rates.png"))
   configs = {r["dataset"]: reporting.load_json(
       os.path.join(args.workdir, r["dataset"], "config.json")) for r in rows}
@@ -89,7 +97,55 @@ def main():
   io.write_text_atomic(os.path.join(args.out, "uci-concrete-table.md"),
                        "\n".join(header + lines + footer) + "\n")
   io.write_csv_atomic(os.path.join(args.out, "uci_concrete_table.csv"), rows)
+  if length_rows:
+    io.write_csv_atomic(os.path.join(args.out, "uci_concrete_length.csv"), length_rows)
   print("\n".join(header + lines))
+
+
+def _paired(splits, ours, theirs):
+  mean, se = reporting.paired_difference([r[ours] for r in splits], [r[theirs] for r in splits])
+  mark = "*" if reporting.exceeds_two_se(mean, se) else ""
+  return mean, se, reporting.format_mean_se(mean, se, "+.3f") + mark
+
+
+def training_length_table(workdirs: list[str]) -> tuple[list[str], list[dict]]:
+  """Learned p, paired differences against the grid and coverage per training length, for
+  every dataset run in more than one of ``workdirs`` (runs differing in epochs_multiplier).
+  The grid runs keep their own protocol length whatever the concrete run's."""
+  runs = {}
+  for workdir in workdirs:
+    for name in uci.UCI_DATASETS:
+      result = reporting.load_json(os.path.join(workdir, name, "results.json"))
+      if result is not None and any("grid_mc_rmse" in r for r in result["rows"]):
+        runs.setdefault(name, []).append((workdir, result))
+  runs = {name: found for name, found in runs.items() if len(found) > 1}
+  if not runs:
+    return [], []
+  lines = [
+      "**Training length.** The same study with fewer epochs (`--config.epochs_multiplier`), "
+      "against the same grid runs: learned p (mean over splits), concrete minus grid paired "
+      "by split (`*`: more than 2 s.e. from 0) and 95% interval coverage. "
+      f"Runs: {', '.join(f'`{w}`' for w in workdirs)}.", "",
+      "| dataset | epochs | p (input) | p (mean head) | p (log-var head) | Δ RMSE | Δ LL | "
+      "95% PI coverage % |", "|---|---|---|---|---|---|---|---|"]
+  rows = []
+  for name, found in runs.items():
+    for workdir, result in sorted(found, key=lambda item: item[1]["epochs"]):
+      names = result.get("rate_names", ["input", "hidden"])
+      rates = [result[f"rate_{n}"][0] for n in names] + [float("nan")] * (3 - len(names))
+      splits = [r for r in result["rows"] if "grid_mc_rmse" in r]
+      d_rmse = _paired(splits, "mc_rmse", "grid_mc_rmse")
+      d_ll = _paired(splits, "log_likelihood", "grid_log_likelihood")
+      coverage = 100 * result["coverage_0.95"][0]
+      rows.append({"dataset": name, "epochs": result["epochs"], "workdir": workdir,
+                   **{f"rate_{n}": r for n, r in zip(("input", "mean_head", "log_var_head"),
+                                                     rates, strict=True)},
+                   "d_rmse": d_rmse[0], "d_rmse_se": d_rmse[1], "d_ll": d_ll[0],
+                   "d_ll_se": d_ll[1], "coverage_95": coverage, "splits": len(splits)})
+      lines.append(f"| {name} | {result['epochs']} | "
+                   + " | ".join(f"{r:.3f}" for r in rates)
+                   + f" | {d_rmse[2]} | {d_ll[2]} | {coverage:.1f} |")
+  return lines, rows
 
 
 def _ours(configs: dict[str, dict], describe) -> str:

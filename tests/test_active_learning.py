@@ -7,6 +7,7 @@ import pytest
 from flax import nnx
 
 from dropjax import acquisition
+from dropjax.penalties import l2_decay
 from experiments import main
 from experiments.active_learning import config as config_lib
 from experiments.active_learning import study as active_learning
@@ -159,9 +160,15 @@ def test_config_fields_reach_the_model_and_the_penalty():
   limit = np.sqrt(6.0 / (9 + 32))
   assert np.abs(np.asarray(model.conv1.kernel[...])).max() <= limit
   assert np.abs(np.asarray(model.conv1.kernel[...])).max() > 0.9 * limit
-  # The penalty covers exactly the kernels named in config.weight_decay_layers.
-  squares = {name: float(jnp.sum(getattr(model, name).kernel[...] ** 2))
-             for name in active_learning.DECAY_LAYERS}
+  # The penalty's gradient covers exactly the kernels named in config.weight_decay_layers:
+  # 2 c w there, 0 on every other parameter (biases of those layers included).
+  params = nnx.state(model, nnx.Param)
+  zeros = jax.tree.map(jnp.zeros_like, params)
   for layers in [(), ("dense1",), ("dense1", "dense2"), ("conv1", "dense2")]:
-    np.testing.assert_allclose(active_learning.decayed_sum_of_squares(model, layers),
-                               sum(squares[n] for n in layers), rtol=1e-6)
+    tx = l2_decay(0.5, mask=active_learning.decayed_kernels(layers))
+    updates, _ = tx.update(zeros, tx.init(params), params)
+    for path, update in jax.tree_util.tree_flatten_with_path(updates)[0]:
+      layer, leaf = path[0].key, path[1].key
+      expected = (np.asarray(getattr(model, layer).kernel[...]) if leaf == "kernel"
+                  and layer in layers else 0.0)
+      np.testing.assert_array_equal(update, np.broadcast_to(expected, update.shape))

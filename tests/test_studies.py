@@ -8,6 +8,7 @@ import os
 
 import pytest
 
+from dropjax import summaries
 from experiments import main, study
 
 # Keys whose values are wall-clock measurements, which no two runs share.
@@ -56,6 +57,14 @@ def test_quick_config_writes_its_report_and_repeats_its_numbers(name, tmp_path, 
   with open(os.path.join(folder, "metrics.json")) as f:
     assert _numbers(json.load(f)) == _numbers(json.loads(json.dumps(first)))
   assert name.startswith("uci") or any(f.endswith(".png") for f in os.listdir(folder))
+  # Every study writes training curves (TensorBoard files + scalars.jsonl) per section.
+  curves = [root for root, _, files in os.walk(os.path.join(folder, "curves"))
+            if "scalars.jsonl" in files]
+  assert curves, f"{name} wrote no training curves under {folder}/curves"
+  for logdir in curves:
+    series = summaries.read_scalars(logdir)
+    assert series and all(math.isfinite(v) for s in series.values() for _, v in s), logdir
+    assert any(f.startswith("events.out.tfevents.") for f in os.listdir(logdir))
 
   second = main.run_study(config, str(tmp_path / "b"))
   assert _numbers(second) == _numbers(first)

@@ -37,6 +37,8 @@ from dropjax.data import Split
 from dropjax.layers import reseed
 from dropjax.mc import mc_sample
 from dropjax.models import KerasMnistCNN
+from dropjax.penalties import is_kernel, l2_decay
+from dropjax.train import init_train_state, train_step, weighted_mean
 from experiments import config_checks, datasets, reporting, study
 
 # Gal, Islam & Ghahramani 2017, Table 1 (MNIST): labels needed to reach 10% and 5% test
@@ -66,11 +68,11 @@ def keras_glorot_uniform(key: jax.Array, shape: tuple[int, ...],
   return jax.random.uniform(key, shape, dtype, -limit, limit)
 
 
-def decayed_sum_of_squares(model: nnx.Module, layers: tuple[str, ...]) -> jax.Array:
-  """The sum of squares of the kernels of ``layers`` (attributes of ``model``): Keras's
-  ``W_regularizer=l2(.)`` acts on the kernels it is attached to, never on biases."""
-  return sum((jnp.sum(getattr(model, name).kernel[...] ** 2) for name in layers),
-             jnp.zeros(()))
+def decayed_kernels(layers: tuple[str, ...]) -> Any:
+  """The mask of the kernels of ``layers`` (attributes of the model) in its parameters:
+  Keras's ``W_regularizer=l2(.)`` acts on the kernels it is attached to, never on biases."""
+  return lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, _: is_kernel(path) and path[0].key in layers, params)
 
 
 # config.init: the kernels' initialiser.
@@ -128,11 +130,14 @@ class Programs:
     """Trains a fresh model on the first ``num_labelled`` entries of ``labelled``."""
     config, batch = self.config, self.config.batch_size
     _, params, rest = nnx.split(self.make(nnx.Rngs(params=keys[0], dropout=0)), nnx.Param, ...)
-    opt_state = self.tx.init(params)
     steps_per_epoch = (num_labelled + batch - 1) // batch
     # Keras's weight decay in the reference code: c / N times the sum of squares of the
-    # kernels named in config.weight_decay_layers (there: the hidden dense layer's only).
+    # kernels named in config.weight_decay_layers (there: the hidden dense layer's only),
+    # as its gradient; N (the labelled count) is traced, one program serves every round.
     decay = config.weight_decay_c / num_labelled.astype(jnp.float32)
+    tx = optax.chain(l2_decay(decay, mask=decayed_kernels(tuple(config.weight_decay_layers))),
+                     self.tx)
+    state = init_train_state(params, tx, rest)
     slots = labelled.shape[0]
     padded = jnp.concatenate([labelled, jnp.zeros(batch, labelled.dtype)])
 
@@ -142,11 +147,11 @@ class Programs:
       reseed(model, step_key)
       logits = model(self.pool_images[idx])
       nll = optax.softmax_cross_entropy_with_integer_labels(logits, self.pool_labels[idx])
-      l2 = decayed_sum_of_squares(model, config.weight_decay_layers)
-      return jnp.sum(weight * nll) / jnp.sum(weight) + decay * l2
+      return weighted_mean(nll, weight), rest
 
-    def step(t, carry):
-      params, rest, opt_state = carry
+    # The labelled count is traced, so the steps are a fori_loop of the shared train_step
+    # (dropjax.train.train_epochs needs a static epoch length).
+    def step(t, state):
       epoch, b = t // steps_per_epoch, t % steps_per_epoch
       # Epoch order: the labelled slots sorted by fresh noise, empty slots last.
       noise = jax.random.uniform(jax.random.fold_in(keys[1], epoch), (slots,))
@@ -155,13 +160,11 @@ class Programs:
       position = b * batch + jnp.arange(batch)
       idx = padded[jax.lax.dynamic_slice_in_dim(order, b * batch, batch)]
       weight = (position < num_labelled).astype(jnp.float32)
-      grads = jax.grad(loss_fn)(params, rest, idx, weight, jax.random.fold_in(keys[2], t))
-      updates, opt_state = self.tx.update(grads, opt_state, params)
-      return optax.apply_updates(params, updates), rest, opt_state
+      return train_step(state, idx, weight, jax.random.fold_in(keys[2], t), loss_fn=loss_fn,
+                        tx=tx)[0]
 
-    params, rest, _ = jax.lax.fori_loop(0, config.epochs * steps_per_epoch, step,
-                                        (params, rest, opt_state))
-    return params, rest
+    state = jax.lax.fori_loop(0, config.epochs * steps_per_epoch, step, state)
+    return state.params, state.rest
 
   def _test_error(self, state):
     model = self._model(state)
@@ -315,6 +318,10 @@ def _acquire_and_train(config: ml_collections.ConfigDict, workdir: str) -> dict[
     history["round_seconds"].append(time.perf_counter() - tic)
     save_checkpoint(state_path, {"labelled": labelled},
                     {"history": history, "round": t + 1, "num_labelled": num_labelled})
+    # The learning curve: test error against the labels trained on, per run.
+    study.write_curves({f"test_error/{name}-seed{seed}": [error]
+                        for (name, seed), error in zip(runs, errors, strict=True)},
+                       steps=[history["labels"][-1]])
     done = t + 1 - first_round
     logging.info("round %d/%d: %d labels, test error %s, ETA %.0fs", t, config.rounds,
                  history["labels"][-1], np.round(errors, 4).tolist(),

@@ -17,6 +17,7 @@ from flax import nnx
 from dropjax import layers
 from dropjax.mc import mc_sample, module_forward
 from dropjax.penalties import check_coefficient, collect_penalties
+from dropjax.train import init_train_state, train_epochs
 from experiments import config_checks, reporting, study
 
 
@@ -72,7 +73,7 @@ def heteroscedastic_loss(out, y, weight):
   return jnp.sum(weight * per_point) / jnp.sum(weight)
 
 
-def fit(config, n, epochs, key) -> dict[str, Any]:
+def fit(config, n, epochs, key, curve_name: str = "") -> dict[str, Any]:
   data_key, init_key, shuffle_key, dropout_key, val_key, mc_key = jax.random.split(key, 6)
   x, y = synthetic(data_key, n)
   model = HeteroscedasticConcreteMLP(config.hidden, init_rate=config.init_rate,
@@ -82,40 +83,22 @@ def fit(config, n, epochs, key) -> dict[str, Any]:
                                      rngs=nnx.Rngs(params=init_key, dropout=0))
   tx = optax.adam(config.learning_rate)
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-  batch = min(config.batch_size, n)
-  steps = -(-n // batch)
-  padded = steps * batch
 
-  def loss_fn(params, rest, xb, yb, weight, step_key):
+  def loss_fn(params, rest, batch, weight, step_key):
     m = nnx.merge(graphdef, params, rest, copy=True)
     layers.reseed(m, step_key)
-    return heteroscedastic_loss(m(xb), yb, weight) + collect_penalties(m)
+    xb, yb = batch
+    return heteroscedastic_loss(m(xb), yb, weight) + collect_penalties(m), rest
 
-  @jax.jit
-  def run(params, opt_state):
-    def epoch_body(carry, epoch):
-      order = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
-      order = jnp.concatenate([order, jnp.zeros(padded - n, order.dtype)]).reshape(steps, -1)
-      weights = (jnp.arange(padded) < n).astype(jnp.float32).reshape(steps, -1)
-
-      def step_body(carry, inputs):
-        params, opt_state = carry
-        b, idx, w = inputs
-        key = jax.random.fold_in(dropout_key, epoch * steps + b)
-        grads = jax.grad(loss_fn)(params, rest, x[idx], y[idx], w, key)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), None
-
-      carry, _ = jax.lax.scan(step_body, carry, (jnp.arange(steps), order, weights))
-      return carry, None
-
-    (params, opt_state), _ = jax.lax.scan(epoch_body, (params, opt_state), jnp.arange(epochs))
-    return params, opt_state
-
+  # Like Keras, every epoch ends with the partial batch (padded and masked).
+  run = jax.jit(lambda state: train_epochs(
+      state, (x, y), keys=(shuffle_key, dropout_key), first_epoch=0, num_epochs=epochs,
+      batch_size=min(config.batch_size, n), loss_fn=loss_fn, tx=tx))
   tic = time.perf_counter()
-  params, _ = run(params, tx.init(params))
-  jax.block_until_ready(params)
+  state, losses = run(init_train_state(params, tx, rest))
+  params = jax.block_until_ready(state.params)
   seconds = time.perf_counter() - tic
+  study.write_curves({"loss": losses}, name=curve_name)
   model = nnx.merge(graphdef, params, rest)
   x_val, y_val = synthetic(val_key, config.validation_size)
   out = mc_sample(module_forward(model), mc_key, x_val, config.mc_samples)
@@ -170,7 +153,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sectio
   root = jax.random.key(config.seed)
   for n, epochs in zip(config.sizes, config.epochs, strict=True):
     runs = sections(f"sizes/{n}", lambda n=n, epochs=epochs: [
-        fit(config, n, epochs, jax.random.fold_in(jax.random.fold_in(root, n), r))
+        fit(config, n, epochs, jax.random.fold_in(jax.random.fold_in(root, n), r),
+            curve_name=f"repeat{r}")
         for r in range(config.repeats)])
     rates = np.asarray([r["rates"][:4] for r in runs])
     rows.append({

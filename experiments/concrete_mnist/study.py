@@ -52,7 +52,7 @@ def run_model(config, data, name: str) -> dict[str, Any]:
   tic = time.perf_counter()
   fit_classifier(model, train, key=jax.random.fold_in(root, 1), epochs=config.epochs,
                  batch_size=config.batch_size, learning_rate=config.learning_rate,
-                 progress=progress)
+                 progress=progress, epoch_hooks=study.curve_hooks())
   seconds = time.perf_counter() - tic
   det = metrics.summary(predict_probabilities(model, test.images), test.labels, config.ece_bins)
   forward = module_forward(model)

@@ -42,7 +42,8 @@ def seed_run(config: ml_collections.ConfigDict, train, test, seed: int) -> dict[
       learning_rate=config.learning_rate, max_norm=config.max_norm,
       progress=lambda s: logging.log_every_n_seconds(
           logging.INFO, "seed %d: epoch %d/%d loss %.4f, ETA %.0fs", 10, seed, s["epoch"],
-          s["epochs"], s["loss"], s["eta_seconds"]))
+          s["epochs"], s["loss"], s["eta_seconds"]),
+      epoch_hooks=study.curve_hooks())
   train_seconds = time.perf_counter() - tic
   x, labels = jnp.asarray(test.images), np.asarray(test.labels)
   wrong_ws = np.asarray(jnp.argmax(predict_probabilities(model, x), -1)) != labels
@@ -118,7 +119,8 @@ def exact_comparison(config, train, test) -> list[dict[str, Any]]:
       model = MLP(in_features, hidden, 10, input_rate=0.0, hidden_rate=rates,
                   rngs=nnx.Rngs(params=config.seed, dropout=0))
       fit_classifier(model, train, key=jax.random.key(config.seed), epochs=config.exact_epochs,
-                     batch_size=config.batch_size, learning_rate=config.learning_rate)
+                     batch_size=config.batch_size, learning_rate=config.learning_rate,
+                     epoch_hooks=study.curve_hooks(f"rate{rate:g}-hidden{len(hidden)}"))
       w = [(d.kernel[...], d.bias[...]) for d in model.denses]
       h1 = jax.nn.relu(x @ w[0][0] + w[0][1])
 

@@ -103,10 +103,11 @@ def train_family(config, train: Split, num_classes: int, family: str, key: jax.A
                                   hp.dropout_rate, rngs)
   # Convolutional members one after another: vmapped per-member kernels are grouped
   # convolutions, several times slower on CPU (see fit_ensemble).
-  graphdef, states, _ = fit_ensemble(make, train, keys=keys, epochs=config.epochs,
-                                     batch_size=min(hp.batch_size, len(train.labels)),
-                                     learning_rate=hp.learning_rate,
-                                     vectorize=config.model == "mlp")
+  graphdef, states, history = fit_ensemble(make, train, keys=keys, epochs=config.epochs,
+                                           batch_size=min(hp.batch_size, len(train.labels)),
+                                           learning_rate=hp.learning_rate,
+                                           vectorize=config.model == "mlp")
+  study.write_curves({f"loss/member{k}": history["loss"][:, k] for k in range(count)}, family)
   return [ensemble_member(graphdef, states, k) for k in range(count)]
 
 

@@ -110,7 +110,7 @@ def run_one(config, data: tuple[Split, Split, Split], model: str, method: str, s
       max_norm=config.max_norm if spec.get("max_norm") else None,
       validation=validation if spec.get("early_stopping") else None,
       patience=config.patience if spec.get("early_stopping") else None,
-      rate_scale=scale)
+      rate_scale=scale, epoch_hooks=study.curve_hooks())
   seconds = time.perf_counter() - tic
   val = metrics.summary(predict_probabilities(net, validation.images), validation.labels,
                         config.ece_bins)

@@ -15,16 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from dropjax import train
 from dropjax.concrete import concrete_dropout, concrete_dropout_regularizer
 from dropjax.metrics import interval_coverage
 from dropjax.ops import dropout
+from dropjax.penalties import l2_decay
+from dropjax.train import TrainState, init_train_state
 
 Params = dict[str, jax.Array]
-
-
-class TrainState(NamedTuple):
-  params: Params
-  opt_state: Any
 
 
 def init_regressor(key: jax.Array, in_features: int, hidden: int) -> Params:
@@ -59,22 +57,32 @@ def make_optimizer(learning_rate: float, eps: float = 1e-8) -> optax.GradientTra
   return optax.adam(learning_rate, b1=0.9, b2=0.999, eps=eps)
 
 
+def with_l2(tx: optax.GradientTransformation, l2: Any) -> optax.GradientTransformation:
+  """``tx`` after the reference code's L2 penalty ``l2 * (|w1|^2 + |w2|^2)`` (biases free).
+
+  The penalty is a gradient transform (`dropjax.penalties.l2_decay`), so ``l2`` may be
+  traced: every grid point of a dataset trains in one vmapped program.
+  """
+  return optax.chain(l2_decay(l2, mask=lambda params: {k: k.startswith("w") for k in params}),
+                     tx)
+
+
 def init_state(key: jax.Array, in_features: int, hidden: int,
                tx: optax.GradientTransformation) -> TrainState:
-  params = init_regressor(key, in_features, hidden)
-  return TrainState(params, tx.init(params))
+  """A fresh regressor's `dropjax.train.TrainState` for `train_epochs` (``tx`` with L2)."""
+  return init_train_state(init_regressor(key, in_features, hidden), with_l2(tx, 0.0))
 
 
 LossFn = Any  # (params, key, x_batch, y_batch, weight) -> scalar
 
 
-def mse_loss(rate: Any, l2: Any) -> LossFn:
-  """The reference code's loss: weighted MSE on the standardised target + L2 on kernels."""
+def mse_loss(rate: Any) -> LossFn:
+  """The reference code's data term: weighted MSE on the standardised target (its L2 is in
+  the optimizer, `with_l2`)."""
 
   def loss_fn(params, key, xb, yb, weight):
     pred = regressor_forward(params, key, xb, rate)
-    mse = jnp.sum(weight * (pred - yb) ** 2) / jnp.sum(weight)
-    return mse + l2 * (jnp.sum(params["w1"] ** 2) + jnp.sum(params["w2"] ** 2))
+    return jnp.sum(weight * (pred - yb) ** 2) / jnp.sum(weight)
 
   return loss_fn
 
@@ -93,10 +101,10 @@ def train_epochs(
     tx: optax.GradientTransformation,
     unroll: int = 1,
 ) -> tuple[TrainState, jax.Array]:
-  """`train_epochs_with_loss` with the reference code's `mse_loss` (rate and L2 traceable)."""
-  return train_epochs_with_loss(state, keys, x, y, mse_loss(rate, l2), first_epoch,
-                                num_epochs=num_epochs, batch_size=batch_size, tx=tx,
-                                unroll=unroll)
+  """`train_epochs_with_loss` with `mse_loss` and the L2 penalty (rate and L2 traceable)."""
+  return train_epochs_with_loss(state, keys, x, y, mse_loss(rate), first_epoch,
+                                num_epochs=num_epochs, batch_size=batch_size,
+                                tx=with_l2(tx, l2), unroll=unroll)
 
 
 def train_epochs_with_loss(
@@ -114,12 +122,14 @@ def train_epochs_with_loss(
 ) -> tuple[TrainState, jax.Array]:
   """Runs ``num_epochs`` epochs from ``first_epoch`` (one model; vmap it for many).
 
-  Epoch e shuffles with ``fold_in(shuffle_key, e)``; like Keras, every epoch ends with the
-  partial batch (padded and masked here, so shapes stay static). Step t draws its masks from
-  ``fold_in(dropout_key, t)``: training split into segments (for checkpoints) equals one run.
+  `dropjax.train.train_epochs` with the reference code's batching: like Keras, every
+  epoch ends with the partial batch (padded and masked, so shapes stay static). Epoch e
+  shuffles with ``fold_in(shuffle_key, e)`` and step t draws its masks from
+  ``fold_in(dropout_key, t)``: training split into segments (for checkpoints) equals one
+  run.
 
   Args:
-    state: parameters and optimizer state.
+    state: parameters and optimizer state (`dropjax.train.TrainState`).
     keys: ``(shuffle_key, dropout_key)``.
     x, y: the training set (standardised).
     loss_fn: ``(params, key, x_batch, y_batch, weight) -> scalar``; ``weight`` is 0 on the
@@ -130,29 +140,12 @@ def train_epochs_with_loss(
   Returns:
     The new state and the per-epoch mean training loss.
   """
-  shuffle_key, dropout_key = keys
-  n = x.shape[0]
-  steps = -(-n // batch_size)
-  padded = steps * batch_size
+  def train_loss(params, rest, batch, weight, key):
+    return loss_fn(params, key, *batch, weight), rest
 
-  def epoch_body(state, epoch):
-    order = jax.random.permutation(jax.random.fold_in(shuffle_key, epoch), n)
-    order = jnp.concatenate([order, jnp.zeros(padded - n, order.dtype)]).reshape(steps, -1)
-    weights = (jnp.arange(padded) < n).astype(jnp.float32).reshape(steps, -1)
-
-    def step_body(state, inputs):
-      b, idx, weight = inputs
-      key = jax.random.fold_in(dropout_key, epoch * steps + b)
-      loss, grads = jax.value_and_grad(loss_fn)(state.params, key, x[idx], y[idx], weight)
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      return TrainState(optax.apply_updates(state.params, updates), opt_state), loss
-
-    state, losses = jax.lax.scan(step_body, state, (jnp.arange(steps), order, weights),
-                                 unroll=unroll)
-    return state, losses.mean()
-
-  epochs = first_epoch + jnp.arange(num_epochs)
-  return jax.lax.scan(epoch_body, state, epochs)
+  return train.train_epochs(state, (x, y), keys=keys, first_epoch=first_epoch,
+                            num_epochs=num_epochs, batch_size=batch_size, loss_fn=train_loss,
+                            tx=tx, drop_remainder=False, unroll=unroll)
 
 
 # Central predictive-interval levels whose coverage `mc_regression_stats` reports.

@@ -72,6 +72,9 @@ def train_in_segments(
     length = min(segment_epochs, total_epochs - epoch)
     state, losses = run_segment(state, epoch, length)
     jax.block_until_ready(state)
+    # Training curve: each epoch's loss, averaged over the models trained together.
+    study.write_curves({"loss": np.asarray(losses).reshape(-1, length).mean(0)},
+                       name=label.replace(" ", "-"), steps=range(epoch + 1, epoch + length + 1))
     epoch += length
     train_seconds += time.perf_counter() - tic
     if record is not None:

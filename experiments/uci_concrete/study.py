@@ -22,6 +22,7 @@ import numpy as np
 from absl import logging
 
 from dropjax.data import uci
+from dropjax.train import init_train_state
 from experiments import config_checks, reporting, study
 from experiments.uci import model as regression
 from experiments.uci import study as uci_study
@@ -87,7 +88,7 @@ def _train_and_test(config: ml_collections.ConfigDict, ds: uci.UCIDataset,
     params = regression.init_concrete_regressor(key, ds.inputs.shape[1], ds.n_hidden,
                                                 config.init_rate,
                                                 separate_heads=config.separate_heads)
-    return regression.TrainState(params, tx.init(params))
+    return init_train_state(params, tx)
 
   state = jax.vmap(init)(streams[:, 0])
   def segment(state, first_epoch, num_epochs):

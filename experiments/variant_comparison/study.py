@@ -120,6 +120,7 @@ def run_variant(config: ml_collections.ConfigDict, variant: str, data,
       progress=lambda s: logging.log_every_n_seconds(
           logging.INFO, "%s x%g seed %d: epoch %d/%d loss %.4f, ETA %.0fs", 10, variant, scale,
           seed, s["epoch"], s["epochs"], s["loss"], s["eta_seconds"]),
+      epoch_hooks=study.curve_hooks(),
   )
   train_seconds = time.perf_counter() - tic
   # Only seed 0 tunes, so only seed 0 is scored on the validation split.
@@ -343,7 +344,8 @@ def batchnorm_placements(config, data) -> list[dict[str, Any]]:
                   input_rate=0.2, hidden_rate=0.5, batch_norm=placement,
                   rngs=nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=0))
       fit_classifier(model, data.train, key=jax.random.fold_in(key, 1), epochs=config.epochs,
-                     batch_size=config.batch_size, learning_rate=config.learning_rate)
+                     batch_size=config.batch_size, learning_rate=config.learning_rate,
+                     epoch_hooks=study.curve_hooks(f"{placement or 'none'}-seed{seed}"))
       rows.append({"batch_norm": placement or "none", "seed": seed,
                    **_evaluate_model(config, model, data.test, jax.random.fold_in(key, 2))})
   return rows
@@ -363,7 +365,8 @@ def lstm_modes(config, data) -> list[dict[str, Any]]:
           state_rate=rates[1], output_rate=rates[2],
           rngs=nnx.Rngs(params=jax.random.fold_in(key, 0), dropout=0))
       fit_classifier(model, data.train, key=jax.random.fold_in(key, 1), epochs=config.epochs,
-                     batch_size=config.batch_size, learning_rate=config.learning_rate)
+                     batch_size=config.batch_size, learning_rate=config.learning_rate,
+                     epoch_hooks=study.curve_hooks(f"{mode.split()[0]}-seed{seed}"))
       rows.append({"lstm": mode, "rate": rates[0], "seed": seed,
                    **_evaluate_model(config, model, data.test, jax.random.fold_in(key, 2))})
   return rows
