@@ -62,3 +62,28 @@ def test_table_shows_shared_and_separate_heads_and_plots_p_against_epochs(tmp_pa
   table = (out / "uci-concrete-table.md").read_text()
   assert ("bostonHousing: input, and one hidden layer shared by both heads; yacht: input, and "
           "one per output head") in table
+
+
+def test_training_length_table_pairs_each_length_with_the_grid(tmp_path):
+  workdirs = []
+  for epochs, shift in ((1000, 0.5), (200, 0.1)):
+    work = tmp_path / f"run{epochs}"
+    result = _result(["input", "mean_head", "log_var_head"], [],
+                     [{"split": s, "mc_rmse": 0.5 + shift + d, "grid_mc_rmse": 0.5,
+                       "log_likelihood": -2.0, "grid_log_likelihood": -2.5}
+                      for s, d in enumerate((0.0, 0.2))])
+    result["epochs"] = epochs
+    (work / "yacht").mkdir(parents=True)
+    (work / "yacht" / "results.json").write_text(json.dumps(result))
+    # A dataset run at one length only gets no row.
+    if epochs == 1000:
+      (work / "energy").mkdir()
+      (work / "energy" / "results.json").write_text(json.dumps(result))
+    workdirs.append(str(work))
+  lines, rows = _script().training_length_table(workdirs)
+  assert [(r["dataset"], r["epochs"]) for r in rows] == [("yacht", 200), ("yacht", 1000)]
+  # Paired by split: RMSE +0.1 + (0, 0.2) -> +0.2 ± 0.1; LL +0.5 ± 0 (beyond 2 s.e.).
+  assert ("| yacht | 200 | 0.010 | 0.020 | 0.030 | +0.200 ± 0.100 | +0.500 ± 0.000* | 90.0 |"
+          in lines)
+  assert abs(rows[1]["d_rmse"] - 0.6) < 1e-9
+  assert _script().training_length_table(workdirs[:1]) == ([], [])
