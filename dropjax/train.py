@@ -43,7 +43,8 @@ from dropjax.checkpoint import (
 )
 from dropjax.data import Split
 from dropjax.layers import Rate, check_sampling, reseed
-from dropjax.penalties import collect_penalties, is_kernel, l2_decay
+from dropjax.penalties import check_coefficient, collect_penalties, is_kernel, l2_decay
+from dropjax.summaries import ScalarWriter
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -79,10 +80,13 @@ class StepHook(NamedTuple):
   Attributes:
     init: ``state -> state`` before the first step.
     after_step: ``state -> state`` after each step (``state.step`` already counts it).
+    settings: JSON values identifying the hook (its name and parameters); `fit` records
+      them in its checkpoints, so a run resumed under another hook is refused.
   """
 
   init: Callable[[TrainState], TrainState]
   after_step: Callable[[TrainState], TrainState]
+  settings: dict[str, Any] | None = None
 
 
 def init_train_state(params: Any, tx: optax.GradientTransformation, rest: Any = None,
@@ -132,6 +136,11 @@ def train_step(state: TrainState, batch: Any, weight: jax.Array | None, key: jax
   return state, loss
 
 
+def _check_epochs(epochs: Any) -> None:
+  if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
+    raise ValueError(f"`epochs` must be a positive integer; got {epochs!r}.")
+
+
 def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool) -> int:
   """Steps in one epoch: ``N // B`` dropping the partial batch, else ``ceil(N / B)``.
 
@@ -139,8 +148,9 @@ def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool) ->
     ValueError: ``batch_size`` is not positive, or exceeds ``num_examples`` while dropping
       the remainder (an epoch would have no step).
   """
-  if batch_size < 1:
-    raise ValueError(f"`batch_size` must be a positive integer; got {batch_size}.")
+  if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
+      batch_size < 1):
+    raise ValueError(f"`batch_size` must be a positive integer; got {batch_size!r}.")
   if drop_remainder and batch_size > num_examples:
     raise ValueError(f"`batch_size`={batch_size} exceeds the {num_examples} training "
                      "examples.")
@@ -355,8 +365,11 @@ def max_norm_hook(max_norm: float,
     Srivastava et al. "Dropout: a simple way to prevent neural networks from overfitting."
     JMLR 15, 2014, section 5.1.
   """
-  if not (isinstance(max_norm, (int, float)) and max_norm > 0):
-    raise ValueError(f"`max_norm` must be a positive number; got {max_norm!r}.")
+  if isinstance(max_norm, (bool, np.bool_)) or not isinstance(max_norm, (int, float, np.number)):
+    raise TypeError(f"`max_norm` must be a positive number; got {max_norm!r}.")
+  max_norm = float(max_norm)
+  if not (np.isfinite(max_norm) and max_norm > 0):
+    raise ValueError(f"`max_norm` must be a positive, finite number; got {max_norm!r}.")
 
   def project(state: TrainState) -> TrainState:
     def one(path, w):
@@ -366,7 +379,8 @@ def max_norm_hook(max_norm: float,
 
     return state._replace(params=jax.tree_util.tree_map_with_path(one, state.params))
 
-  return StepHook(init=lambda state: state, after_step=project)
+  return StepHook(init=lambda state: state, after_step=project,
+                  settings={"hook": "max_norm", "max_norm": max_norm})
 
 
 def rate_schedule_hook(schedule: Callable[[jax.Array], jax.Array], base_rates: Any) -> StepHook:
@@ -374,7 +388,9 @@ def rate_schedule_hook(schedule: Callable[[jax.Array], jax.Array], base_rates: A
 
   The rates are the `dropjax.layers.Rate` variables in `TrainState.rest` (an NNX model
   built with array rates, e.g. ``jnp.asarray(0.5)``); they are traced, so no step
-  recompiles. ``init`` sets them for step 0 and ``after_step`` for the next step.
+  recompiles. ``init`` sets them for step 0 and ``after_step`` for the next step, so a
+  model trained by `fit` ends with the rates of the step after its last; set them back
+  (``nnx.update(model, base_rates)``) before MC sampling, as `fit_classifier` does.
 
   Args:
     schedule: ``step -> factor`` (e.g. from `dropjax.schedules`).
@@ -389,7 +405,12 @@ def rate_schedule_hook(schedule: Callable[[jax.Array], jax.Array], base_rates: A
     scaled = jax.tree.map(lambda base: base * factor, base_rates)
     return state._replace(rest=nnx.merge_state(scaled, others))
 
-  return StepHook(init=apply, after_step=apply)
+  # A schedule is a function: record its values at a few steps, so that a resumed run
+  # under another schedule is refused.
+  probe = [0, 1, 10, 100, 1_000, 10_000, 100_000]
+  return StepHook(init=apply, after_step=apply, settings={
+      "hook": "rate_schedule",
+      "factors": {str(t): float(schedule(jnp.int32(t))) for t in probe}})
 
 
 class EpochHook:
@@ -431,18 +452,31 @@ class EpochHook:
     """Pytrees shaped like every tree ``checkpoint_state`` may return, to restore into."""
     return {}
 
+  def close(self) -> None:
+    """Releases what the hook holds (files); `fit` calls it however training ends."""
+
+  @property
+  def stateful(self) -> bool:
+    """Whether the hook keeps state that a resumed run must continue: it overrides
+    ``checkpoint_state``."""
+    return type(self).checkpoint_state is not EpochHook.checkpoint_state
+
 
 class Validation(EpochHook):
   """Records the deterministic NLL of a held-out split after every epoch; early stopping.
 
+  ``best_epoch`` (added to `fit`'s history) counts from 0, like ``epoch`` in the hooks;
+  the curves count epochs from 1.
+
   Args:
     split: the validation split.
-    patience: stop after this many epochs without a better NLL and restore the best
-      epoch's weights; None records the NLL only.
+    patience: stop after this many epochs without a better NLL; with it, training ends
+      (stopped or not) with the best epoch's weights restored. None records the NLL only.
   """
 
   def __init__(self, split: dropjax.data.Split, patience: int | None = None):
-    if patience is not None and (not isinstance(patience, int) or patience < 1):
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int)
+                                 or patience < 1):
       raise ValueError(f"`patience` must be a positive integer or None; got {patience!r}.")
     self.split, self.patience = split, patience
     self.best_epoch, self.best_nll, self.bad_epochs = None, np.inf, 0
@@ -454,14 +488,18 @@ class Validation(EpochHook):
 
   def after_epoch(self, epoch, model, record):
     model.eval()
+    check_sampling(model, False, context="Validation")
     logits = self._forward(model, jnp.asarray(self.split.images))
     model.train()
     nll = float(optax.softmax_cross_entropy_with_integer_labels(
         logits, jnp.asarray(self.split.labels)).mean())
     record["val_nll"] = nll
-    if self.best_epoch is None or nll < self.best_nll:
+    # NaN is worse than any number: a diverged epoch is never the best one.
+    if self.best_epoch is None or nll < self.best_nll or (
+        np.isnan(self.best_nll) and not np.isnan(nll)):
       self.best_epoch, self.best_nll, self.bad_epochs = epoch, nll, 0
-      self.best_state = jax.tree.map(jnp.copy, nnx.state(model))
+      if self.patience is not None:  # only early stopping restores the best weights
+        self.best_state = jax.tree.map(jnp.copy, nnx.state(model))
       return False
     self.bad_epochs += 1
     return self.patience is not None and self.bad_epochs >= self.patience
@@ -505,17 +543,30 @@ class WriteScalars(EpochHook):
   `dropjax.summaries.ScalarWriter` at the epoch's number (1-based): training curves.
 
   Args:
-    writer: the writer.
+    writer: the writer (see `to_folder` for one the hook opens and closes).
     prefix: prepended to every tag (e.g. ``"train/"``).
-    close: close the writer when training ends.
+    owned: close the writer when training ends.
   """
 
-  def __init__(self, writer: Any, prefix: str = "", close: bool = False):
-    self.writer, self.prefix, self.close = writer, prefix, close
+  def __init__(self, writer: Any, prefix: str = "", owned: bool = False):
+    self.writer, self.prefix, self.owned = writer, prefix, owned
 
-  def end(self, model, history):
-    if self.close:
+  @classmethod
+  def to_folder(cls, logdir: str, prefix: str = "") -> WriteScalars:
+    """Writes to a `dropjax.summaries.ScalarWriter` on ``logdir``, opened when training
+    starts and closed when it ends (however it ends)."""
+    hook = cls(None, prefix, owned=True)
+    hook.logdir = logdir
+    return hook
+
+  def start(self, first_epoch, epochs):
+    if self.writer is None:
+      self.writer = ScalarWriter(self.logdir)
+
+  def close(self):
+    if self.owned and self.writer is not None:
       self.writer.close()
+      self.writer = None
 
   def report(self, epoch, record):
     self.writer.write_scalars(epoch + 1, {
@@ -585,7 +636,12 @@ def fit(
     the hooks added (e.g. ``val_nll``), ``steps``, ``stopped_early``, and what the hooks'
     ``end`` adds (``best_epoch`` for `Validation`).
   """
-  n = jax.tree.leaves(data)[0].shape[0]
+  _check_epochs(epochs)
+  sizes = {jnp.shape(leaf)[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(data)}
+  if len(sizes) != 1 or None in sizes:
+    raise ValueError("`data` must be arrays with the examples on one leading axis of the same "
+                     f"length; got leading sizes {sorted(map(str, sizes))}.")
+  n = sizes.pop()
   per_epoch = steps_per_epoch(n, batch_size, drop_remainder)
   data_key, dropout_key = jax.random.split(key)
   model.train()
@@ -593,7 +649,7 @@ def fit(
   state = init_train_state(params, tx, rest, step_hooks)
   # Hooks with state of their own (early stopping's best weights) are checkpointed; the
   # others (progress, curves) may differ between a run and its resumption.
-  stateful = [hook for hook in epoch_hooks if hook.checkpoint_state() != ({}, {})]
+  stateful = [hook for hook in epoch_hooks if hook.stateful]
 
   def loss_fn(params, rest, batch, weight, step_key):
     m = nnx.merge(graphdef, params, rest, copy=True)
@@ -617,20 +673,27 @@ def fit(
         "epochs": epochs, "batch_size": batch_size, "drop_remainder": drop_remainder,
         "train_examples": n, "model_structure": tree_signature((state.params, state.rest)),
         "optimizer_structure": tree_signature(state.opt_state),
-        "step_hooks": len(step_hooks),
-        "stateful_epoch_hooks": [type(hook).__name__ for hook in stateful], **(settings or {}),
+        "step_hooks": [hook.settings for hook in step_hooks],
+        "stateful_epoch_hooks": [type(hook).__name__ for hook in stateful],
     }
-    for hook in epoch_hooks:
-      run_settings.update(hook.settings())
+    for extra in [settings or {}, *(hook.settings() for hook in epoch_hooks)]:
+      clash = sorted(set(extra) & set(run_settings))
+      if clash:
+        raise ValueError(f"Settings {clash} are recorded twice (by `fit` and by `settings` or "
+                         "an epoch hook's settings()); rename them.")
+      run_settings.update(extra)
   if checkpoint_path is not None and checkpoint_exists(checkpoint_path):
     # Another run's checkpoint would be continued silently: refuse before restoring it.
     stored_meta = read_checkpoint_metadata(checkpoint_path)
     check_settings(checkpoint_path, stored_meta.get("settings"), run_settings)
     templates = {"state": state}
     for i, hook in enumerate(stateful):
-      saved = stored_meta["hooks"][i]["trees"]
-      templates.update({f"hook{i}/{k}": v for k, v in hook.templates(model).items()
-                        if k in saved})
+      saved, shapes = stored_meta["hooks"][i]["trees"], hook.templates(model)
+      if set(saved) - set(shapes):
+        raise CheckpointMismatchError(
+            f"{checkpoint_path} holds trees {sorted(set(saved) - set(shapes))} of "
+            f"{type(hook).__name__} that its templates() do not describe; they would be lost.")
+      templates.update({f"hook{i}/{k}": shapes[k] for k in saved})
     trees, meta = load_checkpoint(checkpoint_path, templates)
     state = trees["state"]
     nnx.update(model, state.params, state.rest)
@@ -649,6 +712,18 @@ def fit(
                    meta["hooks"][i]["metadata"])
     records, start_epoch, stopped = meta["records"], meta["epoch"], meta["stopped_early"]
 
+  try:
+    return _fit_epochs(model, data, state, run_epoch, epoch_hooks, stateful, records,
+                       start_epoch, epochs, stopped, per_epoch, checkpoint_path, run_settings
+                       if checkpoint_path is not None else None)
+  finally:
+    for hook in epoch_hooks:
+      hook.close()
+
+
+def _fit_epochs(model, data, state, run_epoch, epoch_hooks, stateful, records, start_epoch,
+                epochs, stopped, per_epoch, checkpoint_path, run_settings):
+  """`fit`'s epochs from ``start_epoch``, its hooks and checkpoints; returns the history."""
   for hook in epoch_hooks:
     hook.start(start_epoch, epochs)
   for epoch in range(start_epoch, epochs):
@@ -741,6 +816,9 @@ def fit_classifier(
   if patience is not None and validation is None:
     raise ValueError("`patience` (early stopping) needs a `validation` split.")
   steps_per_epoch(train.images.shape[0], batch_size, True)
+  for name, value in (("learning_rate", learning_rate), ("weight_decay", weight_decay),
+                      ("l2", l2)):
+    check_coefficient(value, name)
   tx = optax.adamw(learning_rate, weight_decay=weight_decay) if weight_decay else optax.adam(
       learning_rate)
   if l2:
@@ -761,14 +839,15 @@ def fit_classifier(
   if progress is not None:
     hooks.append(Progress(progress))
   settings = {"learning_rate": float(learning_rate), "weight_decay": float(weight_decay),
-              "l2": float(l2), "max_norm": None if max_norm is None else float(max_norm),
-              "rate_scale": rate_scale is not None}
-  history = fit(model, (jnp.asarray(train.images), jnp.asarray(train.labels)), key=key,
-                epochs=epochs, batch_size=batch_size, tx=tx, step_hooks=step_hooks,
-                epoch_hooks=[*hooks, *epoch_hooks], checkpoint_path=checkpoint_path,
-                settings=settings)
-  if rate_scale is not None:
-    nnx.update(model, base_rates)
+              "l2": float(l2)}
+  try:
+    history = fit(model, (jnp.asarray(train.images), jnp.asarray(train.labels)), key=key,
+                  epochs=epochs, batch_size=batch_size, tx=tx, step_hooks=step_hooks,
+                  epoch_hooks=[*hooks, *epoch_hooks], checkpoint_path=checkpoint_path,
+                  settings=settings)
+  finally:
+    if rate_scale is not None:  # MC dropout samples at the rates the model was built with
+      nnx.update(model, base_rates)
   history.setdefault("val_nll", [])
   history.setdefault("best_epoch", None)
   return history
@@ -812,7 +891,7 @@ def fit_ensemble(
     keys: ``(K,)`` member keys.
     hparams: optional ``{name: (K,) array}`` passed to ``make_model`` per member.
     epochs, batch_size, learning_rate: as `fit_classifier` (Adam). The loss is
-      `classification_loss`: the models' ``penalty()`` terms are added (pass penalty
+      `cross_entropy_loss`: the models' ``penalty()`` terms are added (pass penalty
       coefficients to the model in ``make_model``).
     vectorize: ``True`` vmaps the members (one batched step for all: the fast choice for
       dense models, and on accelerators); ``False`` trains them one after another
@@ -826,6 +905,7 @@ def fit_ensemble(
     a leading axis; ``nnx.merge(graphdef, jax.tree.map(lambda a: a[k], states))`` is
     member ``k``. ``history["loss"]`` is ``(epochs, K)``.
   """
+  _check_epochs(epochs)
   per_epoch = steps_per_epoch(train.images.shape[0], batch_size, True)
   tx = optax.adam(learning_rate)
 

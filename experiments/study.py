@@ -110,7 +110,7 @@ def curve_hooks(name: str = "") -> list[EpochHook]:
   ``epoch_hooks``: per-epoch loss (and validation NLL) of every run a study trains. Empty
   outside a section, so a run function also works alone."""
   folder = curves_folder(name)
-  return [] if folder is None else [WriteScalars(ScalarWriter(folder), close=True)]
+  return [] if folder is None else [WriteScalars.to_folder(folder)]
 
 
 def write_curves(series: Mapping[str, Sequence[float]], name: str = "",

@@ -1,6 +1,8 @@
 """The one training loop (`dropjax.train`): its contract, once for every step hook and
 penalty transform, and its epoch hooks."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -163,11 +165,10 @@ class _StopAt(EpochHook):
 def test_fit_runs_epoch_hooks_in_order_and_writes_curves(tmp_path):
   model = _model()
   stop = _StopAt(2)
-  writer = summaries.ScalarWriter(tmp_path / "curves")
   split = type(DATA.validation)(DATA.validation.images.reshape(-1, 64), DATA.validation.labels)
   history = fit(model, (X, Y), key=jax.random.key(0), epochs=5, batch_size=32,
                 tx=optax.adam(1e-3),
-                epoch_hooks=[Validation(split), stop, WriteScalars(writer, close=True)])
+                epoch_hooks=[Validation(split), stop, WriteScalars.to_folder(tmp_path / "curves")])
   assert history["stopped_early"] and len(history["loss"]) == 2 and history["steps"] == 12
   assert history["twice_loss"] == [2 * x for x in history["loss"]]
   assert len(history["val_nll"]) == 2 and history["best_epoch"] in (0, 1)
@@ -207,8 +208,8 @@ def test_a_run_resumes_with_other_stateless_hooks_and_its_validation_state(tmp_p
         checkpoint_path=path, **kwargs)
   resumed = _model()
   history = fit(resumed, (X, Y), checkpoint_path=path, **kwargs, epoch_hooks=[
-      Validation(split, patience=5), _StopAt(99), WriteScalars(summaries.ScalarWriter(
-          tmp_path / "curves"), close=True)])
+      Validation(split, patience=5), _StopAt(99),
+      WriteScalars(summaries.ScalarWriter(tmp_path / "curves"), owned=True)])
   assert history["val_nll"] == expected["val_nll"] and history["loss"] == expected["loss"]
   assert history["best_epoch"] == expected["best_epoch"]
   for a, b in zip(_leaves(nnx.state(straight)), _leaves(nnx.state(resumed)), strict=True):
@@ -217,3 +218,44 @@ def test_a_run_resumes_with_other_stateless_hooks_and_its_validation_state(tmp_p
   from dropjax.checkpoint import CheckpointMismatchError
   with pytest.raises(CheckpointMismatchError, match="stateful_epoch_hooks"):
     fit(_model(), (X, Y), checkpoint_path=path, **kwargs)
+
+
+def test_fit_refuses_bad_arguments_naming_them():
+  tx = optax.adam(1e-3)
+  cases = [
+      (dict(epochs=0), "epochs"), (dict(epochs=2.0), "epochs"),
+      (dict(batch_size=True), "batch_size"),
+      (dict(data=(X, Y[:50])), "leading sizes"),
+  ]
+  for overrides, word in cases:
+    kwargs = dict(data=(X, Y), key=jax.random.key(0), epochs=1, batch_size=32, tx=tx)
+    kwargs.update(overrides)
+    with pytest.raises(ValueError, match=word):
+      fit(_model(), kwargs.pop("data"), **kwargs)
+  with pytest.raises(TypeError, match="max_norm"):
+    max_norm_hook(True)
+  assert max_norm_hook(np.float32(2.0)).settings["max_norm"] == 2.0
+  with pytest.raises(ValueError, match="max_norm"):
+    max_norm_hook(float("inf"))
+  with pytest.raises(ValueError, match="patience"):
+    Validation(DATA.validation, patience=True)
+  from dropjax.train import fit_classifier
+  with pytest.raises(ValueError, match="`l2`"):
+    fit_classifier(_model(), DATA.train, key=jax.random.key(0), epochs=1, batch_size=32,
+                   learning_rate=1e-3, l2=-1.0)
+
+
+def test_a_resumed_run_under_another_schedule_or_bound_is_refused(tmp_path):
+  from dropjax.checkpoint import CheckpointMismatchError
+  from dropjax.train import fit_classifier
+  small = type(DATA.train)(DATA.train.images[:64].reshape(64, -1), DATA.train.labels[:64])
+  kwargs = dict(key=jax.random.key(0), epochs=1, batch_size=32, learning_rate=1e-3)
+  for first, second in [
+      (dict(max_norm=2.0), dict(max_norm=3.0)),
+      (dict(rate_scale=schedules.linear_decay_schedule(1.0, 0.0, 10)),
+       dict(rate_scale=schedules.linear_decay_schedule(1.0, 0.5, 10)))]:
+    path = str(tmp_path / f"ckpt{len(os.listdir(tmp_path))}")
+    fit_classifier(_model(), small, checkpoint_path=path, **kwargs, **first)
+    with pytest.raises(CheckpointMismatchError, match="step_hooks"):
+      fit_classifier(_model(), small, checkpoint_path=path, **kwargs, **second)
+    fit_classifier(_model(), small, checkpoint_path=path, **kwargs, **first)  # same: resumes
