@@ -260,6 +260,9 @@ def train_epochs(
                                  unroll=unroll)
     return state, losses.mean()
 
+  if num_epochs == 1:  # one epoch per call (`fit`): no outer loop for XLA to compile
+    state, loss = epoch_body(state, jnp.asarray(first_epoch))
+    return state, loss[None]
   return jax.lax.scan(epoch_body, state, first_epoch + jnp.arange(num_epochs))
 
 
