@@ -269,15 +269,19 @@ def train_epochs(
 def kernel_l2(model: nnx.Module) -> jax.Array:
   """Sum of squared weights over every parameter named ``kernel`` (biases and norms excluded)."""
   total = jnp.zeros(())
-  for path, param in nnx.iter_graph(model):
-    if isinstance(param, nnx.Param) and path and path[-1] == "kernel":
-      total = total + jnp.sum(jnp.square(param[...]))
+  for param in _kernels(model):
+    total = total + jnp.sum(jnp.square(param[...]))
   return total
 
 
 def _unit_norms(kernel: jax.Array) -> jax.Array:
   """The L2 norm of each unit's incoming weights: a kernel's slices along its last axis."""
   return jnp.sqrt(jnp.sum(jnp.square(kernel), axis=tuple(range(kernel.ndim - 1))))
+
+
+def _project_units(kernel: jax.Array, max_norm: float) -> jax.Array:
+  """``kernel`` with each unit's incoming weights scaled down to L2 norm ``max_norm``."""
+  return kernel * jnp.minimum(1.0, max_norm / jnp.maximum(_unit_norms(kernel), 1e-12))
 
 
 def _kernels(model: nnx.Module):
@@ -298,8 +302,7 @@ def max_norm_projection(model: nnx.Module, max_norm: float) -> None:
     JMLR 15, 2014, section 5.1 (dropout + max-norm was their best MNIST regulariser).
   """
   for param in _kernels(model):
-    kernel = param[...]
-    param[...] = kernel * jnp.minimum(1.0, max_norm / jnp.maximum(_unit_norms(kernel), 1e-12))
+    param[...] = _project_units(param[...], max_norm)
 
 
 def largest_unit_norm(model: nnx.Module) -> float:
@@ -376,9 +379,7 @@ def max_norm_hook(max_norm: float,
 
   def project(state: TrainState) -> TrainState:
     def one(path, w):
-      if not where(path):
-        return w
-      return w * jnp.minimum(1.0, max_norm / jnp.maximum(_unit_norms(w), 1e-12))
+      return _project_units(w, max_norm) if where(path) else w
 
     return state._replace(params=jax.tree_util.tree_map_with_path(one, state.params))
 
@@ -592,6 +593,19 @@ def cross_entropy_loss(model: nnx.Module, batch: tuple[jax.Array, jax.Array],
   return weighted_mean(nll, weight) + collect_penalties(model)
 
 
+def model_loss_fn(graphdef: nnx.GraphDef, loss: ModelLoss) -> LossFn:
+  """A `LossFn` for an NNX model split as ``(graphdef, params, rest)``: each call merges the
+  model in train mode, reseeds its dropout layers from the step's key, evaluates ``loss``
+  and carries the model's new non-parameter state (batch statistics, RNG counts)."""
+  def loss_fn(params, rest, batch, weight, step_key):
+    model = nnx.merge(graphdef, params, rest, copy=True)
+    model.train()
+    reseed(model, step_key)
+    return loss(model, batch, weight), nnx.split(model, nnx.Param, ...)[2]
+
+  return loss_fn
+
+
 def fit(
     model: nnx.Module,
     data: Any,
@@ -654,11 +668,7 @@ def fit(
   # others (progress, curves) may differ between a run and its resumption.
   stateful = [hook for hook in epoch_hooks if hook.stateful]
 
-  def loss_fn(params, rest, batch, weight, step_key):
-    m = nnx.merge(graphdef, params, rest, copy=True)
-    reseed(m, step_key)
-    value = loss(m, batch, weight)
-    return value, nnx.split(m, nnx.Param, ...)[2]
+  loss_fn = model_loss_fn(graphdef, loss)
 
   @jax.jit
   def run_epoch(state, data, epoch):
@@ -940,11 +950,7 @@ def fit_ensemble(
   member_streams = jax.vmap(lambda k: jax.random.split(jax.random.split(k)[1]))(keys)
   data_keys, dropout_keys = member_streams[:, 0], member_streams[:, 1]
 
-  def member_loss(params, rest, batch, weight, step_key):
-    model = nnx.merge(graphdef, params, rest, copy=True)
-    model.train()
-    reseed(model, step_key)
-    return cross_entropy_loss(model, batch, weight), nnx.split(model, nnx.Param, ...)[2]
+  member_loss = model_loss_fn(graphdef, cross_entropy_loss)
 
   def member_epoch(state, member_keys, epoch, data):
     state, losses = train_epochs(state, data, keys=member_keys, first_epoch=epoch, num_epochs=1,
