@@ -21,6 +21,7 @@ count alone, and the same seed gives bitwise-identical results on one machine.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -417,6 +418,12 @@ def rate_schedule_hook(schedule: Callable[[jax.Array], jax.Array], base_rates: A
       "factors": {str(t): float(schedule(jnp.int32(t))) for t in probe}})
 
 
+@nnx.jit
+def _apply(model: nnx.Module, x: jax.Array) -> jax.Array:
+  # One jitted function for every call: models of one architecture reuse its trace.
+  return model(x)
+
+
 class EpochHook:
   """Runs after every epoch of `fit`, in Python, on the model as trained so far.
 
@@ -485,7 +492,6 @@ class Validation(EpochHook):
     self.split, self.patience = split, patience
     self.best_epoch, self.best_nll, self.bad_epochs = None, np.inf, 0
     self.best_state = None
-    self._forward = nnx.jit(lambda m, x: m(x))
 
   def settings(self) -> dict[str, Any]:
     return {"patience": self.patience, "validation_examples": len(self.split.labels)}
@@ -493,7 +499,7 @@ class Validation(EpochHook):
   def after_epoch(self, epoch, model, record):
     model.eval()
     check_sampling(model, False, context="Validation")
-    logits = self._forward(model, jnp.asarray(self.split.images))
+    logits = _apply(model, jnp.asarray(self.split.images))
     model.train()
     nll = float(optax.softmax_cross_entropy_with_integer_labels(
         logits, jnp.asarray(self.split.labels)).mean())
@@ -670,9 +676,11 @@ def fit(
 
   loss_fn = model_loss_fn(graphdef, loss)
 
+  # The keys are arguments, not constants: seeds then share one executable (and a
+  # persistent compilation cache entry).
   @jax.jit
-  def run_epoch(state, data, epoch):
-    state, losses = train_epochs(state, data, keys=(data_key, dropout_key), first_epoch=epoch,
+  def run_epoch(state, data, epoch, keys):
+    state, losses = train_epochs(state, data, keys=keys, first_epoch=epoch,
                                  num_epochs=1, batch_size=batch_size, loss_fn=loss_fn, tx=tx,
                                  hooks=step_hooks, drop_remainder=drop_remainder)
     return state, losses[0]
@@ -726,9 +734,10 @@ def fit(
     records, start_epoch, stopped = meta["records"], meta["epoch"], meta["stopped_early"]
 
   try:
-    return _fit_epochs(model, data, state, run_epoch, epoch_hooks, stateful, records,
-                       start_epoch, epochs, stopped, per_epoch, checkpoint_path, run_settings
-                       if checkpoint_path is not None else None)
+    return _fit_epochs(model, data, state,
+                       functools.partial(run_epoch, keys=(data_key, dropout_key)), epoch_hooks,
+                       stateful, records, start_epoch, epochs, stopped, per_epoch,
+                       checkpoint_path, run_settings if checkpoint_path is not None else None)
   finally:
     for hook in epoch_hooks:
       hook.close()
@@ -875,7 +884,7 @@ def predict_probabilities(model: nnx.Module, images: np.ndarray | jax.Array) -> 
   """
   model.eval()
   check_sampling(model, False, context="predict_probabilities")
-  return jax.nn.softmax(nnx.jit(lambda m, x: m(x))(model, jnp.asarray(images)))
+  return jax.nn.softmax(_apply(model, jnp.asarray(images)))
 
 
 def fit_ensemble(

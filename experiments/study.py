@@ -4,7 +4,7 @@ one runner (`run`) prepares its folder and writes every file the same way.
 A study is a function ``(config, sections) -> Report``. ``sections(name, compute)`` returns
 the JSON result of a finished section (``<folder>/<name>.json``) or computes it and writes
 it atomically, so a killed study resumes after its last finished section. The runner:
-1. runs the study's checks on the data, if any (`Study.check_data`), then checks the folder
+1. loads and checks the study's data, if it has a loader (`Study.load_data`), then checks the folder
    (`reporting.start_workdir`: ``config.json`` and ``data.json``; a different config or
    other data is refused);
 2. runs the study;
@@ -69,10 +69,12 @@ class Sections:
   Args:
     folder: the study's folder; a section named ``"seeds/seed0"`` is
       ``<folder>/seeds/seed0.json``.
+    data: what the study's `Study.load_data` returned (None without one); loaded once, by
+      the runner.
   """
 
-  def __init__(self, folder: str):
-    self.folder = folder
+  def __init__(self, folder: str, data: Any = None):
+    self.folder, self.data = folder, data
 
   def path(self, name: str) -> str:
     """Where the section ``name`` is stored."""
@@ -136,15 +138,16 @@ class Study:
     train_and_evaluate: ``(config, sections) -> Report``.
     subfolder: ``config -> name`` of the folder inside the workdir where one run lives
       (the UCI studies keep one per dataset in a shared workdir); None: the workdir itself.
-    check_data: ``config -> None``, the checks that need the data (for example that a
-      batch size divides the test set), run before the folder records the config, so that
-      a corrected config is not refused as another run's; raises ValueError.
+    load_data: ``config -> data``: loads the data and runs the checks that need it (for
+      example that a batch size divides the test set; raises ValueError). The runner calls
+      it before the folder records the config, so that a corrected config is not refused
+      as another run's, and hands its result to the study as ``sections.data``.
   """
 
   name: str
   train_and_evaluate: Callable[[ml_collections.ConfigDict, Sections], Report]
   subfolder: Callable[[ml_collections.ConfigDict], str] | None = None
-  check_data: Callable[[ml_collections.ConfigDict], Any] | None = None
+  load_data: Callable[[ml_collections.ConfigDict], Any] | None = None
 
   def folder(self, config: ml_collections.ConfigDict, workdir: str) -> str:
     """The folder of the run of ``config`` under ``workdir``."""
@@ -179,10 +182,9 @@ def run(study: Study, config: ml_collections.ConfigDict, workdir: str) -> dict[s
     reporting.NonFiniteMetricError: the summary holds NaN or infinity.
   """
   folder = study.folder(config, workdir)
-  if study.check_data is not None:
-    study.check_data(config)
+  data = None if study.load_data is None else study.load_data(config)
   reporting.start_workdir(config, folder)
-  report = study.train_and_evaluate(config, Sections(folder))
+  report = study.train_and_evaluate(config, Sections(folder, data))
   write_report(folder, report)
   print(report.markdown)
   reporting.check_finite_metrics(report.summary, study=f"Study {study.name!r} in {folder}")

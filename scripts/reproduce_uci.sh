@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Kept so that the commands printed in committed reports still run; the one implementation
-# is scripts/reproduce.py (python scripts/reproduce.py uci --workdir DIR --datasets a,b).
+# Kept because the committed UCI table (results/uci-table.md), which predates
+# scripts/reproduce.py, prints this command; it goes when that table is regenerated. The
+# one implementation is scripts/reproduce.py (python scripts/reproduce.py uci --workdir DIR
+# --datasets a,b).
 #   bash scripts/reproduce_uci.sh [workdir] [dataset ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -65,6 +65,25 @@ def test_module_forward_keeps_the_original_model_untouched_and_eval_otherwise():
     module_forward(plain)
 
 
+def test_module_forward_passes_weights_as_inputs_not_constants():
+  # Two models of one architecture lower to the same program when `forward` is an argument
+  # (so they share one compilation), and it computes what the closure computes, bitwise.
+  x = jax.random.normal(jax.random.key(0), (5, 6))
+  models = [MLP(6, [16], 3, variant="dropout", rngs=nnx.Rngs(params=s, dropout=1))
+            for s in (0, 1)]
+  forwards = [module_forward(m) for m in models]
+  predict = jax.jit(lambda f, k, x: mc_predict(f, k, x, 4))
+  texts = {predict.lower(f, jax.random.key(2), x).as_text() for f in forwards}
+  assert len(texts) == 1
+  for f in forwards:
+    closed = jax.jit(lambda k, x, f=f: mc_predict(f, k, x, 4))(jax.random.key(2), x)
+    np.testing.assert_array_equal(predict(f, jax.random.key(2), x), closed)
+  leaves = jax.tree.leaves(forwards[0])
+  assert len(leaves) == len(jax.tree.leaves(nnx.state(models[0])))
+  rebuilt = jax.tree.unflatten(jax.tree.structure(forwards[0]), leaves)
+  np.testing.assert_array_equal(rebuilt(jax.random.key(3), x), forwards[0](jax.random.key(3), x))
+
+
 def _flops(fn, *args):
   return jax.jit(fn).lower(*args).compile().cost_analysis()["flops"]
 

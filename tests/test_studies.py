@@ -6,6 +6,7 @@ import json
 import math
 import os
 
+import ml_collections
 import pytest
 
 from dropjax import summaries
@@ -68,3 +69,26 @@ def test_quick_config_writes_its_report_and_repeats_its_numbers(name, tmp_path, 
 
   second = main.run_study(config, str(tmp_path / "b"))
   assert _numbers(second) == _numbers(first)
+
+
+def test_the_runner_loads_data_once_before_the_folder_and_hands_it_to_the_study(tmp_path):
+  loads = []
+
+  def load_data(config):
+    if config.bad:
+      raise ValueError("bad data")
+    loads.append(object())
+    return loads[-1]
+
+  def train_and_evaluate(config, sections):
+    assert sections.data is loads[-1]
+    return study.Report(summary={"x": sections("value", lambda: 1.0)}, markdown="x\n")
+
+  toy = study.Study("toy", train_and_evaluate, load_data=load_data)
+  config = ml_collections.ConfigDict({"study": "toy", "seed": 0, "bad": True})
+  with pytest.raises(ValueError, match="bad data"):
+    study.run(toy, config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")  # refused before the folder recorded it
+  config.bad = False
+  assert study.run(toy, config, str(tmp_path / "run")) == {"x": 1.0}
+  assert len(loads) == 1

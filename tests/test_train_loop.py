@@ -259,3 +259,30 @@ def test_a_resumed_run_under_another_schedule_or_bound_is_refused(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="step_hooks"):
       fit_classifier(_model(), small, checkpoint_path=path, **kwargs, **second)
     fit_classifier(_model(), small, checkpoint_path=path, **kwargs, **first)  # same: resumes
+
+
+def test_seeds_share_one_compiled_epoch():
+  # The keys are the epoch program's inputs, not constants: a second seed finds the first
+  # seed's executable in the persistent compilation cache (tests/conftest.py turns it on).
+  assert jax.config.jax_compilation_cache_dir, "tests/conftest.py sets the cache directory"
+  events = []
+
+  def listen(event, **kwargs):
+    events.append(event)
+
+  def loss(model, batch, weight):
+    return optax.softmax_cross_entropy_with_integer_labels(model(batch[0]), batch[1]).mean()
+
+  # Fresh keys each run: with keys baked into the program, an earlier run's cache entry for
+  # fixed keys would hide the miss. The numbers are not checked, so nothing else varies.
+  first = int.from_bytes(os.urandom(4), "little") >> 1
+  jax.monitoring.register_event_listener(listen)
+  try:
+    for seed in (first, first + 1):
+      events.clear()
+      fit(_model(), (X, Y), key=jax.random.key(seed), epochs=1, batch_size=48,
+          tx=optax.adam(1e-3), loss=loss)
+  finally:
+    jax.monitoring.unregister_event_listener(listen)
+  assert "/jax/compilation_cache/compile_requests_use_cache" in events
+  assert "/jax/compilation_cache/cache_misses" not in events

@@ -239,7 +239,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 def _pool_and_test(config: ml_collections.ConfigDict) -> tuple[Split, Split]:
-  """The pool and the test set, checked against the config (`STUDY.check_data`: before the
+  """The pool and the test set, checked against the config (`STUDY.load_data`: before the
   workdir records the config, so a corrected config is not refused as another)."""
   pool, test = load_pool_and_test(config)
   if config.test_size:
@@ -263,18 +263,19 @@ def _max_labels(config: ml_collections.ConfigDict) -> int:
 def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sections
                        ) -> study.Report:
   """Runs every acquisition function for every seed; the curves and label counts."""
-  results = sections("results", lambda: _acquire_and_train(config, sections.folder))
+  pool, test = sections.data
+  results = sections("results", lambda: _acquire_and_train(config, pool, test, sections.folder))
   return study.Report(summary=results, markdown=report(config, results),
                       tables={"labels_to_reach.csv": results["rows"]},
                       figures={"curves.png": _plot(config, results)})
 
 
-STUDY = study.Study("active_learning", train_and_evaluate, check_data=_pool_and_test)
+STUDY = study.Study("active_learning", train_and_evaluate, load_data=_pool_and_test)
 
 
-def _acquire_and_train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def _acquire_and_train(config: ml_collections.ConfigDict, pool: Split, test: Split,
+                       workdir: str) -> dict[str, Any]:
   names = _function_names(config)
-  pool, test = _pool_and_test(config)
   max_labels = _max_labels(config)
   known = [*acquisition.ACQUISITION_FUNCTIONS, DETERMINISTIC]
   runs = [(name, seed) for name in names for seed in range(config.num_seeds)]

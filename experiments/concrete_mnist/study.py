@@ -56,9 +56,9 @@ def run_model(config, data, name: str) -> dict[str, Any]:
   seconds = time.perf_counter() - tic
   det = metrics.summary(predict_probabilities(model, test.images), test.labels, config.ece_bins)
   forward = module_forward(model)
-  mc = metrics.summary(jax.jit(lambda k, x: mc_predict(
-      forward, k, x, config.mc_samples, chunk_size=config.mc_chunk_size))(
-          jax.random.fold_in(root, 2), test.images), test.labels, config.ece_bins)
+  mc = metrics.summary(jax.jit(lambda f, k, x: mc_predict(
+      f, k, x, config.mc_samples, chunk_size=config.mc_chunk_size))(
+          forward, jax.random.fold_in(root, 2), test.images), test.labels, config.ece_bins)
   return {"model": name, "rates": learned_rates(model) if concrete else list(
       (config.fixed_rates[0], *[config.fixed_rates[1]] * len(config.hidden))),
           "rate_history": history, "error_det": 1 - det["accuracy"], "error_mc": 1 - mc["accuracy"],

@@ -49,9 +49,9 @@ def seed_run(config: ml_collections.ConfigDict, train, test, seed: int) -> dict[
   wrong_ws = np.asarray(jnp.argmax(predict_probabilities(model, x), -1)) != labels
   forward = module_forward(model)
   tic = time.perf_counter()
-  means = jax.jit(lambda k, x: mc_running_means(
-      lambda kk, xx: jax.nn.softmax(forward(kk, xx)), k, x, tuple(config.ks),
-      chunk_size=config.mc_chunk_size))(mc_key, x)
+  means = jax.jit(lambda f, k, x: mc_running_means(
+      lambda kk, xx: jax.nn.softmax(f(kk, xx)), k, x, tuple(config.ks),
+      chunk_size=config.mc_chunk_size))(forward, mc_key, x)
   wrong_mc = np.asarray(jnp.argmax(means, -1)) != labels
   mc_seconds = time.perf_counter() - tic
   per_k = []

@@ -124,9 +124,9 @@ def _probs_of_methods(config, members, dropout_net, temperature, x, key) -> dict
            ensemble_method(len(members)): jnp.mean(jnp.stack(member_probs), 0),
            DROPOUT_WS: jax.nn.softmax(_logits(dropout_net, x))}
   forward = module_forward(dropout_net)
-  means = jax.jit(lambda k, x: mc_running_means(
-      lambda kk, xx: jax.nn.softmax(forward(kk, xx)), k, x, tuple(config.mc_samples),
-      chunk_size=config.mc_chunk_size))(key, x)
+  means = jax.jit(lambda f, k, x: mc_running_means(
+      lambda kk, xx: jax.nn.softmax(f(kk, xx)), k, x, tuple(config.mc_samples),
+      chunk_size=config.mc_chunk_size))(forward, key, x)
   for s, mean in zip(config.mc_samples, means, strict=True):
     probs[mc_method(s)] = mean
   return probs
@@ -171,10 +171,10 @@ def ood_run(config, train, validation, test, key) -> list[dict[str, Any]]:
   x = jnp.asarray(np.concatenate([inside.images, outside.images]))
   is_ood = np.concatenate([np.zeros(len(inside.labels)), np.ones(len(outside.labels))])
   forward = module_forward(dropout_net)
-  samples = jax.jit(lambda k, x: mc_sample(lambda kk, xx: jax.nn.softmax(forward(kk, xx)), k,
-                                           x, max(config.mc_samples),
-                                           chunk_size=config.mc_chunk_size))(
-      jax.random.fold_in(key, 2), x)
+  samples = jax.jit(lambda f, k, x: mc_sample(lambda kk, xx: jax.nn.softmax(f(kk, xx)), k,
+                                              x, max(config.mc_samples),
+                                              chunk_size=config.mc_chunk_size))(
+      forward, jax.random.fold_in(key, 2), x)
   vanilla = jax.nn.softmax(_logits(members[0], x))
   ensemble = jnp.mean(jnp.stack([jax.nn.softmax(_logits(m, x)) for m in members]), 0)
   scores = {

@@ -275,7 +275,7 @@ def dataset_report(summary: Mapping[str, Any], columns: Sequence[tuple[str, str,
 def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sections
                        ) -> study.Report:
   """Runs the protocol on ``config.dataset``; the aggregated results and the split rows."""
-  ds = load_dataset(config)
+  ds = sections.data
   summary = sections("results", lambda: _grid_search_and_test(config, ds, sections))
   columns = (("mc_rmse", "RMSE", ".4g"), ("log_likelihood", "LL", ".4f"),
              ("weight_scaling_rmse", "WS RMSE", ".4g"))
@@ -284,12 +284,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sectio
 
 
 def load_dataset(config: ml_collections.ConfigDict) -> uci.UCIDataset:
-  """``config.dataset``, every file checked against its recorded SHA-256 (`Study.check_data`:
+  """``config.dataset``, every file checked against its recorded SHA-256 (`Study.load_data`:
   a missing or corrupt file is refused before the folder records the data)."""
   return uci.load_uci(config.dataset, config.data_dir or None)
 
 
-STUDY = study.Study("uci", train_and_evaluate, subfolder=dataset_folder, check_data=load_dataset)
+STUDY = study.Study("uci", train_and_evaluate, subfolder=dataset_folder, load_data=load_dataset)
 
 
 def _grid_search_and_test(config: ml_collections.ConfigDict, ds: uci.UCIDataset,

@@ -53,7 +53,7 @@ def learned_rates(params: Any) -> dict[str, np.ndarray]:
 def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sections
                        ) -> study.Report:
   """Trains and tests concrete dropout on every split of ``config.dataset``."""
-  ds = uci_study.load_dataset(config)
+  ds = sections.data
   summary = sections("results", lambda: _train_and_test(config, ds, sections.folder))
   columns = (*((f"rate_{name}", f"learned p ({name})", ".4f") for name in summary["rate_names"]),
              ("mc_rmse", "RMSE", ".4g"), ("log_likelihood", "LL", ".4f"),
@@ -64,7 +64,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sectio
 
 
 STUDY = study.Study("uci_concrete", train_and_evaluate, subfolder=uci_study.dataset_folder,
-                    check_data=uci_study.load_dataset)
+                    load_data=uci_study.load_dataset)
 
 
 def _train_and_test(config: ml_collections.ConfigDict, ds: uci.UCIDataset,

@@ -59,8 +59,8 @@ def _evaluate_splits(config, model, splits: dict[str, Split],
   # The no-dropout baseline is its own MC mean: MC metrics equal deterministic ones there.
   forward = module_forward(model, require_stochastic=False)
   mc_probs = jax.jit(
-      lambda k, x: mc_predict(forward, k, x, config.mc_samples, chunk_size=config.mc_chunk_size)
-  )(mc_key, images)
+      lambda f, k, x: mc_predict(f, k, x, config.mc_samples, chunk_size=config.mc_chunk_size)
+  )(forward, mc_key, images)
   out, start = {}, 0
   for name, split in splits.items():
     end = start + len(split.labels)
@@ -482,7 +482,7 @@ def _timed(compute) -> dict[str, Any]:
 def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sections
                        ) -> study.Report:
   """Runs every variant of ``config.variants`` (resuming finished runs); the report."""
-  data = load_dataset(config)
+  data = sections.data
   start = time.perf_counter()
   rows = [evaluate_variant(config, variant, data, sections) for variant in config.variants]
   baseline = next((r["step_ms"] for r in rows if r["variant"] == "none"), None)
@@ -586,4 +586,4 @@ def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sectio
                       figures={"variant_comparison.png": _plot(paired)})
 
 
-STUDY = study.Study("variant_comparison", train_and_evaluate, check_data=load_dataset)
+STUDY = study.Study("variant_comparison", train_and_evaluate, load_data=load_dataset)
