@@ -42,6 +42,8 @@ def mc_sample(
     *,
     chunk_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
+    mesh: Mesh | None = None,
+    sample_axis: str | None = None,
     prefix: Callable[[Any], Any] | None = None,
 ) -> Any:
   """Stacks ``forward(fold_in(key, i), x)`` for ``i < num_samples`` along a new axis 0.
@@ -59,14 +61,21 @@ def mc_sample(
     num_samples: S.
     chunk_size: at most this many samples are vmapped at once per device (bounds memory);
       None vmaps all of a device's samples at once.
-    devices: shard the sample axis over these devices with `jax.shard_map` (None: no
-      sharding). S is padded up to a multiple of the device count; the padding samples are
-      computed and dropped.
+    devices: shard the sample axis over these devices (a one-axis ``mesh``). None: no
+      sharding.
+    mesh: shard the sample axis over the mesh axis ``sample_axis`` of this
+      `jax.sharding.Mesh` with `jax.shard_map`. Only that axis is manual: the mesh's other
+      axes stay automatic, so ``x`` and the weights may be sharded over them (a batch over
+      a ``"data"`` axis, say) and XLA partitions each sample's forward pass. S is padded up
+      to a multiple of the axis size; the padding samples are computed and dropped.
+    sample_axis: the mesh axis of the samples; may be left out for a one-axis mesh.
     prefix: a deterministic ``x -> h`` applied once; ``forward`` then receives ``h``.
 
   Returns:
-    ``forward``'s outputs with a leading axis of size S. Sample i's randomness depends
-    only on ``(key, i)``, never on ``chunk_size`` or ``devices``.
+    ``forward``'s outputs with a leading axis of size S, sharded over ``sample_axis``.
+    Sample i's randomness depends only on ``(key, i)``, never on ``chunk_size``, the mesh
+    or how ``x`` is sharded (JAX's partitionable threefry draws the same bits in every
+    layout).
 
   Example:
     >>> import jax, jax.numpy as jnp, dropjax
@@ -81,19 +90,48 @@ def mc_sample(
   if isinstance(forward, nnx.Module) or not callable(forward):
     raise TypeError(f"`forward` must be a function (key, x) -> outputs; got "
                     f"{type(forward).__name__}. For an NNX model use module_forward(model).")
+  mesh, sample_axis = _sample_mesh(devices, mesh, sample_axis)
   if prefix is not None:
     x = prefix(x)
-  if not devices:
+  if mesh is None:
     return _local_samples(forward, sample_keys(key, num_samples), x, chunk_size)
-  n_dev = len(devices)
-  padded = -(-num_samples // n_dev) * n_dev
-  mesh = Mesh(np.asarray(devices), ("samples",))
+  shards = mesh.shape[sample_axis]
+  padded = -(-num_samples // shards) * shards
+  # Only the sample axis is manual; x keeps whatever sharding it has over the other axes.
   sharded = jax.shard_map(
       lambda keys, x: _local_samples(forward, keys, x, chunk_size),
-      mesh=mesh, in_specs=(P("samples"), P()), out_specs=P("samples"),
+      mesh=mesh, in_specs=(P(sample_axis), P()), out_specs=P(sample_axis),
+      axis_names=frozenset({sample_axis}),
   )
   out = sharded(sample_keys(key, padded), x)
   return jax.tree.map(lambda a: a[:num_samples], out)
+
+
+def _sample_mesh(devices: Sequence[jax.Device] | None, mesh: Mesh | None,
+                 sample_axis: str | None) -> tuple[Mesh | None, str | None]:
+  """The mesh and axis that `mc_sample`'s sharding arguments name (None: no sharding)."""
+  if devices is not None and mesh is not None:
+    raise ValueError("Pass `devices` or `mesh`, not both: `devices` builds a one-axis mesh.")
+  if devices is not None:
+    if sample_axis is not None:
+      raise ValueError("`sample_axis` names an axis of `mesh`; with `devices` the samples "
+                       "are sharded over all of them.")
+    return (Mesh(np.asarray(devices), ("samples",)), "samples") if len(devices) else (
+        None, None)
+  if mesh is None:
+    if sample_axis is not None:
+      raise ValueError(f"`sample_axis`={sample_axis!r} needs a `mesh`.")
+    return None, None
+  if not isinstance(mesh, Mesh):
+    raise TypeError(f"`mesh` must be a jax.sharding.Mesh; got {type(mesh).__name__}.")
+  if sample_axis is None:
+    if len(mesh.axis_names) != 1:
+      raise ValueError(f"`sample_axis` must name one of the mesh's axes {mesh.axis_names}.")
+    sample_axis = mesh.axis_names[0]
+  if sample_axis not in mesh.axis_names:
+    raise ValueError(f"`sample_axis` must be one of the mesh's axes {mesh.axis_names}; got "
+                     f"{sample_axis!r}.")
+  return mesh, sample_axis
 
 
 def mc_predict(
@@ -104,6 +142,8 @@ def mc_predict(
     *,
     chunk_size: int | None = None,
     devices: Sequence[jax.Device] | None = None,
+    mesh: Mesh | None = None,
+    sample_axis: str | None = None,
 ) -> jax.Array:
   """The MC-dropout predictive distribution: the mean of ``softmax(forward)`` over S samples.
 
@@ -114,12 +154,15 @@ def mc_predict(
     num_samples: S.
     chunk_size: samples vmapped at once per device.
     devices: shard the samples over these devices (see `mc_sample`).
+    mesh: shard the samples over ``sample_axis`` of this mesh (see `mc_sample`).
+    sample_axis: the mesh axis of the samples.
 
   Returns:
     Mean class probabilities, shaped like the logits.
   """
   probs = mc_sample(lambda k, x: jax.nn.softmax(forward(k, x)), key, x, num_samples,
-                    chunk_size=chunk_size, devices=devices)
+                    chunk_size=chunk_size, devices=devices, mesh=mesh,
+                    sample_axis=sample_axis)
   return jnp.mean(probs, axis=0)
 
 

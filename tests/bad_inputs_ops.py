@@ -10,6 +10,8 @@ import dropjax.train
 from dropjax import layers
 from dropjax.mc import mc_running_means, mc_sample, module_forward
 
+_MESH = jax.sharding.Mesh(jax.devices()[:1], ("samples",))
+
 K = jax.random.key(0)
 X = jnp.ones((4, 3))
 MAPS = jnp.ones((2, 6, 6, 3))
@@ -118,6 +120,15 @@ CASES = [
          ["num_samples", "at least one"]),
     Case("mc-running-means-zero", lambda: mc_running_means(_identity, K, X, (0, 5)), ValueError,
          ["num_samples"]),
+    Case("mc-mesh-and-devices", lambda: mc_sample(_identity, K, X, 4, devices=jax.devices(),
+                                                  mesh=_MESH), ValueError, ["`devices`", "`mesh`"]),
+    Case("mc-sample-axis-not-in-mesh",
+         lambda: mc_sample(_identity, K, X, 4, mesh=_MESH, sample_axis="batch"), ValueError,
+         ["`sample_axis`", "('samples',)", "'batch'"]),
+    Case("mc-sample-axis-without-mesh", lambda: mc_sample(_identity, K, X, 4, sample_axis="s"),
+         ValueError, ["`sample_axis`", "`mesh`"]),
+    Case("mc-mesh-not-a-mesh", lambda: mc_sample(_identity, K, X, 4, mesh=jax.devices()),
+         TypeError, ["`mesh`", "jax.sharding.mesh", "list"]),
     Case("mc-model-instead-of-forward", lambda: mc_sample(_NoDropout(), K, X, 4), TypeError,
          ["`forward`", "module_forward"]),
     Case("mc-model-without-dropout", lambda: module_forward(_NoDropout()), ValueError,
