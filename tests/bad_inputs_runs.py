@@ -18,7 +18,7 @@ from dropjax import checkpoint
 from dropjax.data import Split, idx, uci, uci_sha256
 from dropjax.data.paths import DATA_DIR_ENV, ChecksumError, DataNotFoundError
 from dropjax.models import MLP
-from dropjax.train import fit_classifier
+from dropjax.train import fit_classifier, fit_ensemble
 from experiments import config_checks, main, reporting, study
 from experiments.active_learning import config as active_learning_config
 from experiments.concrete_dropout import config as concrete_dropout_config
@@ -306,4 +306,21 @@ CASES = [
 CASES += [
     Case("runs-config-concrete-initial-rate-one", _config(concrete_dropout_config, init_rate=1.0),
          config_checks.ConfigError, ["config.init_rate", "(0, 1)"]),
+]
+
+_MEMBER_MESH = jax.sharding.Mesh(jax.devices()[:1], ("members",))
+_ENSEMBLE = dict(epochs=1, batch_size=16, learning_rate=1e-3)
+CASES += [
+    Case("runs-ensemble-member-axis-not-in-mesh",
+         lambda: fit_ensemble(lambda rngs: _mlp(), _TRAIN, keys=jax.random.split(_FIT["key"], 2),
+                              mesh=_MEMBER_MESH, member_axis="seeds", **_ENSEMBLE),
+         ValueError, ["`member_axis`", "('members',)", "'seeds'"]),
+    Case("runs-ensemble-member-axis-without-mesh",
+         lambda: fit_ensemble(lambda rngs: _mlp(), _TRAIN, keys=jax.random.split(_FIT["key"], 2),
+                              member_axis="members", **_ENSEMBLE),
+         ValueError, ["`member_axis`", "`mesh`"]),
+    Case("runs-ensemble-mesh-not-a-mesh",
+         lambda: fit_ensemble(lambda rngs: _mlp(), _TRAIN, keys=jax.random.split(_FIT["key"], 2),
+                              mesh="members", **_ENSEMBLE),
+         TypeError, ["`mesh`", "jax.sharding.mesh", "str"]),
 ]

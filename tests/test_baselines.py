@@ -60,3 +60,44 @@ def test_mapped_convolutional_ensemble_equals_separate_runs():
     np.testing.assert_allclose(
         predict_probabilities(ensemble_member(graphdef, states, k), data.test.images),
         predict_probabilities(single, data.test.images), atol=1e-4)
+
+
+_SHARDED_ENSEMBLE = r"""
+import jax, numpy as np
+from jax.sharding import Mesh
+from dropjax.data import load_digits
+from dropjax.models import MLP
+from dropjax.train import fit_ensemble
+assert len(jax.devices()) == 4
+data = load_digits()
+make = lambda rngs: MLP(64, [32], 10, input_rate=0.1, hidden_rate=0.3, rngs=rngs)
+keys = jax.random.split(jax.random.key(0), 4)
+for vectorize in (True, False):
+  runs = []
+  for mesh in (None, Mesh(np.asarray(jax.devices()), ("members",)),
+               Mesh(np.asarray(jax.devices()).reshape(2, 2), ("members", "data"))):
+    _, (params, _), history = fit_ensemble(
+        make, data.train, keys=keys, epochs=2, batch_size=64, learning_rate=1e-3,
+        vectorize=vectorize, mesh=mesh, member_axis=None if mesh is None else "members")
+    if mesh is not None:
+      assert all(leaf.sharding.spec[0] == "members" for leaf in jax.tree.leaves(params))
+    runs.append((jax.tree.leaves(params), np.asarray(history["loss"])))
+  for leaves, loss in runs[1:]:
+    # Same keys, batches and masks per member; rounding may differ with the local batch.
+    np.testing.assert_allclose(loss, runs[0][1], rtol=1e-5)
+    for a, b in zip(leaves, runs[0][0], strict=True):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+print("OK")
+"""
+
+
+def test_ensemble_members_sharded_over_a_mesh_equal_one_device():
+  import os
+  import subprocess
+  import sys
+
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", _SHARDED_ENSEMBLE], env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
