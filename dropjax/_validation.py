@@ -137,3 +137,22 @@ def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> No
   if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
     allowed = "a positive integer" + (" or None" if allow_none else "")
     raise ValueError(f"`{name}` must be {allowed}; got {value!r}.")
+
+
+def check_mesh_axis(mesh: Any, axis: str | None, name: str) -> tuple[Any, str | None]:
+  """Checks a ``mesh`` and the axis argument ``name`` naming one of its axes; (None, None)
+  without a mesh. A one-axis mesh needs no axis name."""
+  if mesh is None:
+    if axis is not None:
+      raise ValueError(f"`{name}`={axis!r} needs a `mesh`.")
+    return None, None
+  if not isinstance(mesh, jax.sharding.Mesh):
+    raise TypeError(f"`mesh` must be a jax.sharding.Mesh; got {type(mesh).__name__}.")
+  if axis is None:
+    if len(mesh.axis_names) != 1:
+      raise ValueError(f"`{name}` must name one of the mesh's axes {mesh.axis_names}.")
+    axis = mesh.axis_names[0]
+  if axis not in mesh.axis_names:
+    raise ValueError(f"`{name}` must be one of the mesh's axes {mesh.axis_names}; got "
+                     f"{axis!r}.")
+  return mesh, axis

@@ -17,7 +17,7 @@ from flax import nnx
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from dropjax._validation import check_key, check_positive_int
+from dropjax._validation import check_key, check_mesh_axis, check_positive_int
 from dropjax.layers import reseed, set_mc, stochastic_layers
 
 Forward = Callable[[jax.Array, Any], Any]
@@ -112,26 +112,12 @@ def _sample_mesh(devices: Sequence[jax.Device] | None, mesh: Mesh | None,
   """The mesh and axis that `mc_sample`'s sharding arguments name (None: no sharding)."""
   if devices is not None and mesh is not None:
     raise ValueError("Pass `devices` or `mesh`, not both: `devices` builds a one-axis mesh.")
-  if devices is not None:
-    if sample_axis is not None:
-      raise ValueError("`sample_axis` names an axis of `mesh`; with `devices` the samples "
-                       "are sharded over all of them.")
-    return (Mesh(np.asarray(devices), ("samples",)), "samples") if len(devices) else (
-        None, None)
-  if mesh is None:
-    if sample_axis is not None:
-      raise ValueError(f"`sample_axis`={sample_axis!r} needs a `mesh`.")
-    return None, None
-  if not isinstance(mesh, Mesh):
-    raise TypeError(f"`mesh` must be a jax.sharding.Mesh; got {type(mesh).__name__}.")
-  if sample_axis is None:
-    if len(mesh.axis_names) != 1:
-      raise ValueError(f"`sample_axis` must name one of the mesh's axes {mesh.axis_names}.")
-    sample_axis = mesh.axis_names[0]
-  if sample_axis not in mesh.axis_names:
-    raise ValueError(f"`sample_axis` must be one of the mesh's axes {mesh.axis_names}; got "
-                     f"{sample_axis!r}.")
-  return mesh, sample_axis
+  if devices is None:
+    return check_mesh_axis(mesh, sample_axis, "sample_axis")
+  if sample_axis is not None:
+    raise ValueError("`sample_axis` names an axis of `mesh`; with `devices` the samples are "
+                     "sharded over all of them.")
+  return (Mesh(np.asarray(devices), ("samples",)), "samples") if len(devices) else (None, None)
 
 
 def mc_predict(

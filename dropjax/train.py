@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import dropjax.data
+from dropjax._validation import check_mesh_axis
 from dropjax.checkpoint import (
   CheckpointMismatchError,
   check_settings,
@@ -206,6 +207,7 @@ def train_epochs(
     hooks: Sequence[StepHook] = (),
     drop_remainder: bool = False,
     unroll: int = 1,
+    batch_sharding: jax.sharding.Sharding | None = None,
 ) -> tuple[TrainState, jax.Array]:
   """``num_epochs`` epochs from ``first_epoch``: a pure function, for one model.
 
@@ -226,6 +228,10 @@ def train_epochs(
     hooks: step hooks (`max_norm_hook`, `rate_schedule_hook`).
     drop_remainder: see `epoch_batches`.
     unroll: `jax.lax.scan`'s unroll of the step loop.
+    batch_sharding: data parallelism: every batch is constrained to this sharding (for
+      example ``NamedSharding(mesh, P("data"))``) with the state and data replicated, and
+      XLA partitions the step (the gradient's mean becomes an all-reduce). Masks do not
+      change: JAX's partitionable threefry draws the same bits in any layout.
 
   Returns:
     ``(state, losses)``: the per-epoch mean training loss, ``(num_epochs,)``.
@@ -257,6 +263,8 @@ def train_epochs(
       b, idx, weight = inputs
       key = jax.random.fold_in(dropout_key, epoch * steps + b)
       batch = jax.tree.map(lambda a: a[idx], data)
+      if batch_sharding is not None:
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
       return train_step(state, batch, weight, key, loss_fn=loss_fn, tx=tx, hooks=hooks)
 
     state, losses = jax.lax.scan(step_body, state, (jnp.arange(steps), indices, weights),
@@ -628,6 +636,8 @@ def fit(
     drop_remainder: bool = True,
     checkpoint_path: str | None = None,
     settings: dict[str, Any] | None = None,
+    mesh: Mesh | None = None,
+    data_axis: str | None = None,
 ) -> dict[str, Any]:
   """Trains an NNX model in place with `train_epochs`, one jitted epoch at a time.
 
@@ -655,6 +665,12 @@ def fit(
       other settings is refused (`CheckpointMismatchError`, naming them). Hooks without
       state (`Progress`, `WriteScalars`) may change between a run and its resumption.
     settings: further JSON values identifying the run (e.g. the optimizer's settings).
+    mesh: data parallelism over the axis ``data_axis`` of this `jax.sharding.Mesh`: each
+      batch is split over that axis, the weights and the data are replicated (the model
+      ends with replicated weights). ``batch_size`` must be a multiple of the axis size.
+      Masks and batches are those of one device; the numbers agree up to the order of the
+      gradient's reduction.
+    data_axis: the mesh axis of the batch; may be left out for a one-axis mesh.
 
   Returns:
     A dict: ``loss`` and ``epoch_seconds`` (lists, one entry per epoch), a list per scalar
@@ -668,10 +684,18 @@ def fit(
                      f"length; got leading sizes {sorted(map(str, sizes))}.")
   n = sizes.pop()
   per_epoch = steps_per_epoch(n, batch_size, drop_remainder)
+  mesh, data_axis = check_mesh_axis(mesh, data_axis, "data_axis")
+  if mesh is not None and batch_size % mesh.shape[data_axis]:
+    raise ValueError(f"`batch_size`={batch_size} must be a multiple of the mesh axis "
+                     f"{data_axis!r}'s size {mesh.shape[data_axis]} (data parallelism).")
   data_key, dropout_key = jax.random.split(key)
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   state = init_train_state(params, tx, rest, step_hooks)
+  batch_sharding = None
+  if mesh is not None:
+    state, data = jax.device_put((state, data), NamedSharding(mesh, P()))
+    batch_sharding = NamedSharding(mesh, P(data_axis))
   # Hooks with state of their own (early stopping's best weights) are checkpointed; the
   # others (progress, curves) may differ between a run and its resumption.
   stateful = [hook for hook in epoch_hooks if hook.stateful]
@@ -684,7 +708,8 @@ def fit(
   def run_epoch(state, data, epoch, keys):
     state, losses = train_epochs(state, data, keys=keys, first_epoch=epoch,
                                  num_epochs=1, batch_size=batch_size, loss_fn=loss_fn, tx=tx,
-                                 hooks=step_hooks, drop_remainder=drop_remainder)
+                                 hooks=step_hooks, drop_remainder=drop_remainder,
+                                 batch_sharding=batch_sharding)
     return state, losses[0]
 
   records: list[dict[str, Any]] = []
@@ -799,6 +824,8 @@ def fit_classifier(
     checkpoint_path: str | None = None,
     progress: ProgressFn | None = None,
     epoch_hooks: Sequence[EpochHook] = (),
+    mesh: Mesh | None = None,
+    data_axis: str | None = None,
 ) -> dict[str, Any]:
   """`fit` for a classifier with Adam(W): the settings the studies use, as keywords.
 
@@ -831,6 +858,7 @@ def fit_classifier(
     checkpoint_path: see `fit`.
     progress: called after every epoch with the epoch's statistics (`Progress`).
     epoch_hooks: further epoch hooks (e.g. `WriteScalars`), run after those above.
+    mesh, data_axis: data parallelism over a mesh axis (see `fit`).
 
   Returns:
     `fit`'s history, with ``val_nll`` (empty without ``validation``) and ``best_epoch``
@@ -868,7 +896,7 @@ def fit_classifier(
     history = fit(model, (jnp.asarray(train.images), jnp.asarray(train.labels)), key=key,
                   epochs=epochs, batch_size=batch_size, tx=tx, step_hooks=step_hooks,
                   epoch_hooks=[*hooks, *epoch_hooks], checkpoint_path=checkpoint_path,
-                  settings=settings)
+                  settings=settings, mesh=mesh, data_axis=data_axis)
   finally:
     if rate_scale is not None:  # MC dropout samples at the rates the model was built with
       nnx.update(model, base_rates)
@@ -1012,20 +1040,8 @@ def fit_ensemble(
 def _member_mesh(mesh: Mesh | None, member_axis: str | None,
                  num_members: int) -> tuple[Mesh | None, str | None]:
   """Checks `fit_ensemble`'s ``mesh`` and ``member_axis``; (None, None) without a mesh."""
-  if mesh is None:
-    if member_axis is not None:
-      raise ValueError(f"`member_axis`={member_axis!r} needs a `mesh`.")
-    return None, None
-  if not isinstance(mesh, Mesh):
-    raise TypeError(f"`mesh` must be a jax.sharding.Mesh; got {type(mesh).__name__}.")
-  if member_axis is None:
-    if len(mesh.axis_names) != 1:
-      raise ValueError(f"`member_axis` must name one of the mesh's axes {mesh.axis_names}.")
-    member_axis = mesh.axis_names[0]
-  if member_axis not in mesh.axis_names:
-    raise ValueError(f"`member_axis` must be one of the mesh's axes {mesh.axis_names}; got "
-                     f"{member_axis!r}.")
-  if num_members % mesh.shape[member_axis]:
+  mesh, member_axis = check_mesh_axis(mesh, member_axis, "member_axis")
+  if mesh is not None and num_members % mesh.shape[member_axis]:
     raise ValueError(f"The {num_members} members (`keys`) must be a multiple of the mesh axis "
                      f"{member_axis!r}'s size {mesh.shape[member_axis]}.")
   return mesh, member_axis

@@ -286,3 +286,63 @@ def test_seeds_share_one_compiled_epoch():
     jax.monitoring.unregister_event_listener(listen)
   assert "/jax/compilation_cache/compile_requests_use_cache" in events
   assert "/jax/compilation_cache/cache_misses" not in events
+
+
+_DATA_PARALLEL = r"""
+import jax, jax.numpy as jnp, numpy as np, optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from flax import nnx
+from dropjax import layers
+from dropjax.data import load_digits
+from dropjax.models import MLP
+from dropjax.train import fit_classifier, init_train_state, model_loss_fn, cross_entropy_loss
+from dropjax.train import train_epochs
+assert len(jax.devices()) == 4
+data = load_digits()
+train = data.train._replace(images=data.train.images.reshape(len(data.train.labels), -1))
+mesh = Mesh(np.asarray(jax.devices()), ("data",))
+make = lambda rate: MLP(64, [32], 10, input_rate=rate, hidden_rate=rate,
+                        rngs=nnx.Rngs(params=0, dropout=0))
+runs = []
+for m in (None, mesh):
+  model = make(0.3)
+  history = fit_classifier(model, train, key=jax.random.key(1), epochs=2, batch_size=64,
+                           learning_rate=1e-3, mesh=m)
+  runs.append((history["loss"], jax.tree.leaves(nnx.state(model, nnx.Param))))
+np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-5)
+for a, b in zip(runs[1][1], runs[0][1], strict=True):
+  assert a.sharding.is_fully_replicated
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
+
+def collectives(rate):
+  model = make(rate)
+  model.train()
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  tx = optax.adam(1e-3)
+  state = jax.device_put(init_train_state(params, tx, rest), NamedSharding(mesh, P()))
+  xy = jax.device_put((jnp.asarray(train.images), jnp.asarray(train.labels)),
+                      NamedSharding(mesh, P()))
+  run = jax.jit(lambda s, d: train_epochs(
+      s, d, keys=(jax.random.key(0), jax.random.key(1)), first_epoch=0, num_epochs=1,
+      batch_size=64, loss_fn=model_loss_fn(graphdef, cross_entropy_loss), tx=tx,
+      drop_remainder=True, batch_sharding=NamedSharding(mesh, P("data"))))
+  hlo = run.lower(state, xy).compile().as_text()
+  return {op: hlo.count(op + "(") + hlo.count(op + "-start(") for op in
+          ("all-reduce", "all-gather", "all-to-all", "collective-permute", "reduce-scatter")}
+
+with_dropout, without = collectives(0.3), collectives(0.0)
+assert with_dropout["all-reduce"] > 0, with_dropout  # the gradient's mean
+assert with_dropout == without, (with_dropout, without)
+print("OK", with_dropout)
+"""
+
+
+def test_data_parallel_fit_equals_one_device_and_dropout_adds_no_collective():
+  import subprocess
+  import sys
+
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+             JAX_PLATFORMS="cpu")
+  result = subprocess.run([sys.executable, "-c", _DATA_PARALLEL], env=env,
+                          capture_output=True, text=True, timeout=600)
+  assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
