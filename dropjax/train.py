@@ -694,7 +694,7 @@ def fit(
   state = init_train_state(params, tx, rest, step_hooks)
   batch_sharding = None
   if mesh is not None:
-    state, data = jax.device_put((state, data), NamedSharding(mesh, P()))
+    state, data = place_on_mesh((state, data), NamedSharding(mesh, P()))
     batch_sharding = NamedSharding(mesh, P(data_axis))
   # Hooks with state of their own (early stopping's best weights) are checkpointed; the
   # others (progress, curves) may differ between a run and its resumption.
@@ -1025,8 +1025,9 @@ def fit_ensemble(
   data = (jnp.asarray(train.images), jnp.asarray(train.labels))
   member_keys = (data_keys, dropout_keys)
   if mesh is not None:
-    states, member_keys = jax.device_put((states, member_keys),
-                                         NamedSharding(mesh, P(member_axis)))
+    states, member_keys = place_on_mesh((states, member_keys),
+                                        NamedSharding(mesh, P(member_axis)))
+    data = place_on_mesh(data, NamedSharding(mesh, P()))
   losses = []
   for epoch in range(epochs):
     states, loss = run_epoch(states, member_keys, epoch, data)
@@ -1035,6 +1036,24 @@ def fit_ensemble(
   # Return only once the work is done, so callers can time training.
   jax.block_until_ready((params, rest))
   return graphdef, (params, rest), {"loss": jnp.stack(losses), "steps": epochs * per_epoch}
+
+
+def place_on_mesh(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+  """Every leaf of ``tree`` as a global array with ``sharding``, built from the values this
+  process holds (`jax.make_array_from_callback`).
+
+  Unlike `jax.device_put`, this works when the sharding spans devices of other processes
+  (after `jax.distributed.initialize`): each process fills its own shards, so every
+  process must hold the same values (as it does for state derived from the same keys).
+  Typed PRNG keys are placed as their key data and wrapped again.
+  """
+  def place(leaf):
+    typed = jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+    host = np.asarray(jax.random.key_data(leaf) if typed else leaf)
+    out = jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    return jax.random.wrap_key_data(out, impl=jax.random.key_impl(leaf)) if typed else out
+
+  return jax.tree.map(place, tree)
 
 
 def _member_mesh(mesh: Mesh | None, member_axis: str | None,
