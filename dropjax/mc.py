@@ -72,7 +72,9 @@ def mc_sample(
     prefix: a deterministic ``x -> h`` applied once; ``forward`` then receives ``h``.
 
   Returns:
-    ``forward``'s outputs with a leading axis of size S, sharded over ``sample_axis``.
+    ``forward``'s outputs with a leading axis of size S, sharded over ``sample_axis`` when
+    S is a multiple of the axis size (else dropping the padding gathers the samples: pick
+    such an S at large S).
     Sample i's randomness depends only on ``(key, i)``, never on ``chunk_size``, the mesh
     or how ``x`` is sharded (JAX's partitionable threefry draws the same bits in every
     layout).

@@ -669,7 +669,8 @@ def fit(
       batch is split over that axis, the weights and the data are replicated (the model
       ends with replicated weights). ``batch_size`` must be a multiple of the axis size.
       Masks and batches are those of one device; the numbers agree up to the order of the
-      gradient's reduction.
+      gradient's reduction. Checkpoints are written and read by one host (a multi-host run
+      needs ``checkpoint_path=None`` for now).
     data_axis: the mesh axis of the batch; may be left out for a one-axis mesh.
 
   Returns:
@@ -744,6 +745,8 @@ def fit(
       templates.update({f"hook{i}/{k}": shapes[k] for k in saved})
     trees, meta = load_checkpoint(checkpoint_path, templates)
     state = trees["state"]
+    if mesh is not None:
+      state = place_on_mesh(state, NamedSharding(mesh, P()))
     nnx.update(model, state.params, state.rest)
     # The penalty coefficients live in the model, outside its state: the restored weights
     # give the recorded penalty only under the coefficients they were trained with.

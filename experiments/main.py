@@ -60,7 +60,10 @@ def use_compilation_cache(path: str | None) -> str | None:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser(os.path.join("~", ".cache")),
         "dropjax", "jax")
   if path.lower() == "none":
+    # JAX also reads JAX_COMPILATION_CACHE_DIR itself: turn the cache off, not just unset.
+    jax.config.update("jax_enable_compilation_cache", False)
     return None
+  jax.config.update("jax_enable_compilation_cache", True)
   jax.config.update("jax_compilation_cache_dir", path)
   if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)

@@ -53,6 +53,7 @@ def main(pid: int, port: str) -> None:
   settings = dict(keys=keys, epochs=1, batch_size=64, learning_rate=1e-3)
   with jax.default_device(local):
     _, (alone, _), _ = fit_ensemble(make, train, **settings)
+  multihost_utils.sync_global_devices("ensemble")
   _, (params, _), _ = fit_ensemble(make, train, **settings, mesh=Mesh(devices, ("members",)))
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(alone), strict=True):
     for shard in a.addressable_shards:

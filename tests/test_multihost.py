@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multihost_worker.py")
 
@@ -14,20 +15,28 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_shard_samples_members_and_batches_as_one_device_would():
+def test_two_processes_shard_samples_members_and_batches_as_one_device_would(tmp_path):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
              JAX_PLATFORMS="cpu")
   port = str(_free_port())
-  workers = [subprocess.Popen([sys.executable, _WORKER, str(i), port], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
-  try:  # a worker that fails leaves the other waiting for it: kill both
-    outputs = [(*worker.communicate(timeout=600), worker.returncode) for worker in workers]
-  finally:
-    for worker in workers:
-      if worker.poll() is None:
-        worker.kill()
-  for i, (out, err, code) in enumerate(outputs):
-    assert code == 0, f"process {i}:\n{err[-3000:]}"
+  logs = [(tmp_path / f"out{i}.txt", tmp_path / f"err{i}.txt") for i in range(2)]
+  workers = []
+  for i, (out, err) in enumerate(logs):
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+      workers.append(subprocess.Popen([sys.executable, _WORKER, str(i), port], env=env,
+                                      stdout=stdout, stderr=stderr))
+  # Files, not pipes, so neither worker blocks on output; a worker that fails leaves the
+  # other waiting for it, so stop both as soon as one fails.
+  deadline = time.monotonic() + 600
+  while any(w.poll() is None for w in workers) and time.monotonic() < deadline:
+    if any(w.poll() not in (None, 0) for w in workers):
+      break
+    time.sleep(0.5)
+  for worker in workers:
+    if worker.poll() is None:
+      worker.kill()
+      worker.wait()
+  for i, (worker, (out, err)) in enumerate(zip(workers, logs, strict=True)):
+    assert worker.returncode == 0, f"process {i}:\n{err.read_text()[-3000:]}"
     for check in ("OK", "ENSEMBLE OK", "DATA PARALLEL OK"):
-      assert f"{check} {i}" in out, out
+      assert f"{check} {i}" in out.read_text(), out.read_text()

@@ -92,3 +92,23 @@ def test_the_runner_loads_data_once_before_the_folder_and_hands_it_to_the_study(
   config.bad = False
   assert study.run(toy, config, str(tmp_path / "run")) == {"x": 1.0}
   assert len(loads) == 1
+
+
+def test_compilation_cache_flag_turns_the_cache_on_and_off(tmp_path, monkeypatch):
+  import jax
+
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "from_env"))
+  before = (jax.config.jax_compilation_cache_dir, jax.config.jax_enable_compilation_cache,
+            jax.config.jax_persistent_cache_min_compile_time_secs)
+  try:
+    assert main.use_compilation_cache(None) == str(tmp_path / "from_env")
+    assert main.use_compilation_cache(str(tmp_path / "c")) == str(tmp_path / "c")
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "c")
+    assert jax.config.jax_enable_compilation_cache
+    # "none" must turn it off even when JAX would read the directory from the environment.
+    assert main.use_compilation_cache("none") is None
+    assert not jax.config.jax_enable_compilation_cache
+  finally:
+    jax.config.update("jax_compilation_cache_dir", before[0])
+    jax.config.update("jax_enable_compilation_cache", before[1])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", before[2])
