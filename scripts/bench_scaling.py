@@ -1,0 +1,105 @@
+"""Scaling over simulated devices: an ensemble's members and MC samples over 1, 2, 4, 8.
+
+Each device count runs in its own process (``--xla_force_host_platform_device_count``).
+Simulated devices share this machine's cores, so the ratios show the overhead of sharding
+(partitioning, per-device dispatch), not the speed-up of real devices.
+
+  python scripts/bench_scaling.py   -> results/bench_scaling.{json,md}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import benchlib
+
+_MEMBERS, _SAMPLES = 8, 64
+
+
+def _child(devices: int, epochs: int, repeats: int) -> dict[str, float]:
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  from flax import nnx
+  from jax.sharding import Mesh
+
+  from dropjax.data import load_digits
+  from dropjax.mc import mc_predict, module_forward
+  from dropjax.models import MLP
+  from dropjax.train import fit_ensemble
+
+  assert len(jax.devices()) == devices
+  data = load_digits()
+  train = data.train._replace(images=data.train.images.reshape(len(data.train.labels), -1))
+  make = lambda rngs: MLP(64, [256, 256], 10, input_rate=0.2, hidden_rate=0.5, rngs=rngs)
+  members = Mesh(np.asarray(jax.devices()), ("members",))
+  keys = jax.random.split(jax.random.key(0), _MEMBERS)
+
+  def train_seconds(num_epochs):
+    tic = time.perf_counter()
+    fit_ensemble(make, train, keys=keys, epochs=num_epochs, batch_size=64,
+                 learning_rate=1e-3, mesh=members)
+    return time.perf_counter() - tic
+
+  # Each call compiles; the difference leaves the epochs alone.
+  per_epoch = (train_seconds(epochs + 1) - train_seconds(1)) / epochs
+
+  forward = module_forward(make(nnx.Rngs(params=0, dropout=0)))
+  x = jnp.asarray(data.test.images.reshape(len(data.test.labels), -1))
+  samples = Mesh(np.asarray(jax.devices()), ("samples",))
+  predict = jax.jit(lambda f, k, x: mc_predict(f, k, x, _SAMPLES, mesh=samples))
+  predict(forward, jax.random.key(1), x).block_until_ready()
+  times = []
+  for i in range(repeats):
+    tic = time.perf_counter()
+    predict(forward, jax.random.key(i), x).block_until_ready()
+    times.append(time.perf_counter() - tic)
+  return {"ensemble_epoch_ms": 1e3 * per_epoch, "mc_ms": 1e3 * float(np.median(times))}
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--out", default="results")
+  parser.add_argument("--epochs", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=10)
+  parser.add_argument("--device_counts", default="1,2,4,8")
+  parser.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+  args = parser.parse_args()
+  if args.child:
+    print(json.dumps(_child(args.child, args.epochs, args.repeats)))
+    return
+  start = time.perf_counter()
+  measured = {}
+  for n in map(int, args.device_counts.split(",")):
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+    out = subprocess.run([sys.executable, __file__, "--child", str(n), "--epochs",
+                          str(args.epochs), "--repeats", str(args.repeats)],
+                         env=env, capture_output=True, text=True, check=True)
+    measured[n] = json.loads(out.stdout.strip().splitlines()[-1])
+  base = measured[min(measured)]
+  rows = []
+  for name, key in ((f"fit_ensemble, {_MEMBERS} MLP members (64-256-256-10, digits), ms per "
+                     "epoch", "ensemble_epoch_ms"),
+                    (f"mc_predict, S = {_SAMPLES}, 450 digits, same MLP, ms", "mc_ms")):
+    for n, values in measured.items():
+      rows.append({"benchmark": name, "devices": n, "ms": values[key],
+                   "ratio": values[key] / base[key]})
+  meta = benchlib.machine_meta(start)
+  lines = [f"Scaling over simulated devices ({meta['device']}, {meta['cpu_count']} CPUs shared "
+           f"by every device, jax {meta['jax']}; `python scripts/bench_scaling.py`). Ratio: "
+           "time / one device. The devices share the cores, so this measures what sharding "
+           "costs, not what real devices gain.", "",
+           "| benchmark | devices | ms | ratio |", "|---|---|---|---|"]
+  lines += [f"| {r['benchmark']} | {r['devices']} | {r['ms']:.1f} | {r['ratio']:.2f} |"
+            for r in rows]
+  benchlib.write_results(args.out, "bench_scaling", meta, rows, lines)
+
+
+if __name__ == "__main__":
+  main()
