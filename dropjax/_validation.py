@@ -139,9 +139,11 @@ def check_positive_int(value: Any, name: str, *, allow_none: bool = False) -> No
     raise ValueError(f"`{name}` must be {allowed}; got {value!r}.")
 
 
-def check_mesh_axis(mesh: Any, axis: str | None, name: str) -> tuple[Any, str | None]:
+def check_mesh_axis(mesh: Any, axis: str | None, name: str, *,
+                    divides: tuple[str, int] | None = None) -> tuple[Any, str | None]:
   """Checks a ``mesh`` and the axis argument ``name`` naming one of its axes; (None, None)
-  without a mesh. A one-axis mesh needs no axis name."""
+  without a mesh. A one-axis mesh needs no axis name. ``divides=(what, count)``: ``count``
+  (named ``what``) must also be a multiple of the axis size."""
   if mesh is None:
     if axis is not None:
       raise ValueError(f"`{name}`={axis!r} needs a `mesh`.")
@@ -155,4 +157,7 @@ def check_mesh_axis(mesh: Any, axis: str | None, name: str) -> tuple[Any, str | 
   if axis not in mesh.axis_names:
     raise ValueError(f"`{name}` must be one of the mesh's axes {mesh.axis_names}; got "
                      f"{axis!r}.")
+  if divides is not None and divides[1] % mesh.shape[axis]:
+    raise ValueError(f"{divides[0]}={divides[1]} must be a multiple of the mesh axis {axis!r}'s "
+                     f"size {mesh.shape[axis]}.")
   return mesh, axis

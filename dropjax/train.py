@@ -685,18 +685,13 @@ def fit(
                      f"length; got leading sizes {sorted(map(str, sizes))}.")
   n = sizes.pop()
   per_epoch = steps_per_epoch(n, batch_size, drop_remainder)
-  mesh, data_axis = check_mesh_axis(mesh, data_axis, "data_axis")
-  if mesh is not None and batch_size % mesh.shape[data_axis]:
-    raise ValueError(f"`batch_size`={batch_size} must be a multiple of the mesh axis "
-                     f"{data_axis!r}'s size {mesh.shape[data_axis]} (data parallelism).")
+  mesh, data_axis = check_mesh_axis(mesh, data_axis, "data_axis",
+                                    divides=("`batch_size`", batch_size))
   data_key, dropout_key = jax.random.split(key)
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   state = init_train_state(params, tx, rest, step_hooks)
-  batch_sharding = None
-  if mesh is not None:
-    state, data = place_on_mesh((state, data), NamedSharding(mesh, P()))
-    batch_sharding = NamedSharding(mesh, P(data_axis))
+  batch_sharding = None if mesh is None else NamedSharding(mesh, P(data_axis))
   # Hooks with state of their own (early stopping's best weights) are checkpointed; the
   # others (progress, curves) may differ between a run and its resumption.
   stateful = [hook for hook in epoch_hooks if hook.stateful]
@@ -745,8 +740,6 @@ def fit(
       templates.update({f"hook{i}/{k}": shapes[k] for k in saved})
     trees, meta = load_checkpoint(checkpoint_path, templates)
     state = trees["state"]
-    if mesh is not None:
-      state = place_on_mesh(state, NamedSharding(mesh, P()))
     nnx.update(model, state.params, state.rest)
     # The penalty coefficients live in the model, outside its state: the restored weights
     # give the recorded penalty only under the coefficients they were trained with.
@@ -762,6 +755,9 @@ def fit(
       hook.restore({k[len(prefix):]: v for k, v in trees.items() if k.startswith(prefix)},
                    meta["hooks"][i]["metadata"])
     records, start_epoch, stopped = meta["records"], meta["epoch"], meta["stopped_early"]
+  if mesh is not None:  # the state to train (fresh or restored), replicated once
+    state, data = place_on_mesh((state, data), NamedSharding(mesh, P()))
+    nnx.update(model, state.params, state.rest)
 
   try:
     return _fit_epochs(model, data, state,
@@ -970,7 +966,8 @@ def fit_ensemble(
   """
   _check_epochs(epochs)
   per_epoch = steps_per_epoch(train.images.shape[0], batch_size, True)
-  mesh, member_axis = _member_mesh(mesh, member_axis, keys.shape[0])
+  mesh, member_axis = check_mesh_axis(mesh, member_axis, "member_axis",
+                                      divides=("the member count (`keys`)", keys.shape[0]))
   tx = optax.adam(learning_rate)
 
   hparams = {k: jnp.asarray(v, jnp.float32) for k, v in (hparams or {}).items()}
@@ -1057,16 +1054,6 @@ def place_on_mesh(tree: Any, sharding: jax.sharding.Sharding) -> Any:
     return jax.random.wrap_key_data(out, impl=jax.random.key_impl(leaf)) if typed else out
 
   return jax.tree.map(place, tree)
-
-
-def _member_mesh(mesh: Mesh | None, member_axis: str | None,
-                 num_members: int) -> tuple[Mesh | None, str | None]:
-  """Checks `fit_ensemble`'s ``mesh`` and ``member_axis``; (None, None) without a mesh."""
-  mesh, member_axis = check_mesh_axis(mesh, member_axis, "member_axis")
-  if mesh is not None and num_members % mesh.shape[member_axis]:
-    raise ValueError(f"The {num_members} members (`keys`) must be a multiple of the mesh axis "
-                     f"{member_axis!r}'s size {mesh.shape[member_axis]}.")
-  return mesh, member_axis
 
 
 def ensemble_member(graphdef: nnx.GraphDef, states: Any, k: int) -> nnx.Module:

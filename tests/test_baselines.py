@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from simulated_devices import run_on_simulated_devices
 
 from dropjax.calibration import fit_temperature, temperature_nll
 from dropjax.data import load_digits
@@ -92,12 +93,4 @@ print("OK")
 
 
 def test_ensemble_members_sharded_over_a_mesh_equal_one_device():
-  import os
-  import subprocess
-  import sys
-
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
-  result = subprocess.run([sys.executable, "-c", _SHARDED_ENSEMBLE], env=env,
-                          capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+  run_on_simulated_devices(_SHARDED_ENSEMBLE, 4)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from simulated_devices import run_on_simulated_devices
 
 import dropjax
 from dropjax.mc import mc_predict, mc_running_means, mc_sample, module_forward
@@ -173,15 +174,7 @@ print("OK")
 
 
 def test_sharding_over_four_devices_or_a_users_mesh_keeps_every_sample():
-  import os
-  import subprocess
-  import sys
-
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
-  result = subprocess.run([sys.executable, "-c", _SHARDED_SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300)
-  assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+  run_on_simulated_devices(_SHARDED_SCRIPT, 4, timeout=300)
 
 
 @pytest.mark.parametrize("chunk_size", [None, 1, 4, 7, 64])

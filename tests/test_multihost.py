@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+from simulated_devices import simulated_devices_env
+
 _WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multihost_worker.py")
 
 
@@ -16,8 +18,7 @@ def _free_port() -> int:
 
 
 def test_two_processes_shard_samples_members_and_batches_as_one_device_would(tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             JAX_PLATFORMS="cpu")
+  env = simulated_devices_env(2)
   port = str(_free_port())
   logs = [(tmp_path / f"out{i}.txt", tmp_path / f"err{i}.txt") for i in range(2)]
   workers = []

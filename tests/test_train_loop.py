@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from simulated_devices import run_on_simulated_devices
 
 from dropjax import layers, schedules, summaries
 from dropjax.data import load_digits
@@ -338,11 +339,4 @@ print("OK", with_dropout)
 
 
 def test_data_parallel_fit_equals_one_device_and_dropout_adds_no_collective():
-  import subprocess
-  import sys
-
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             JAX_PLATFORMS="cpu")
-  result = subprocess.run([sys.executable, "-c", _DATA_PARALLEL], env=env,
-                          capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]
+  run_on_simulated_devices(_DATA_PARALLEL, 4)
