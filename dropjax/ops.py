@@ -88,7 +88,7 @@ def dropout(
       per-sequence mask).
     deterministic: if True, return the inference-time output without sampling.
     inverted: scale by ``1/q`` in training (True) or by ``q`` at inference (False).
-    bits: random bits per element (8, 16, 32) or None to choose from the rate; see
+    bits: random bits per element (1, 2, 4, 8, 16, 32) or None to choose from the rate; see
       `dropjax.masks` for the resolution this gives.
 
   Returns:

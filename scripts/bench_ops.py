@@ -40,7 +40,7 @@ def bench_case(size, dtype, impl, rate, repeats):
       "flax.nnx.Dropout": (nnx.jit(lambda m, x: m(x)), (flax_layer, x)),
       "dropjax (auto bits)": (jax.jit(lambda k, x: dropjax.dropout(k, x, rate)), (key, x)),
   }
-  for bits in (8, 16, 32):
+  for bits in (1, 4, 8, 16, 32):
     candidates[f"dropjax bits={bits}"] = (
         jax.jit(lambda k, x, b=bits: dropjax.dropout(k, x, rate, bits=b)), (key, x))
   seconds = {name: median_seconds(fn, *args, repeats=repeats)

@@ -56,6 +56,53 @@ def test_realised_drop_fraction_and_expectation(rate, bits):
     assert_rate(dropped, rate, N)  # automatic resolution is finer than the test can see
 
 
+@pytest.mark.parametrize("bits, rates", [(1, [0.5]), (2, [0.25, 0.5, 0.75]),
+                                         (4, [1 / 16, 0.3125, 0.5, 15 / 16])])
+def test_narrow_lanes_draw_their_exact_rates_with_the_right_expectation(bits, rates):
+  # An odd size: the last word is only partly used.
+  n = N + 7
+  for rate in rates:
+    assert realised_rate(rate, bits) == rate  # exact at this width
+    y = dropjax.dropout(jax.random.fold_in(KEY, bits), jnp.ones(n), rate, bits=bits)
+    assert_rate(float(jnp.mean(y == 0)), rate, n)
+    assert abs(float(jnp.mean(y)) - 1.0) <= Z * np.sqrt(rate / (1 - rate) / n)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_narrow_lanes_are_uniform_and_neighbours_independent(bits):
+  lanes = np.asarray(masks.random_lanes(KEY, (N + 5,), bits)).astype(np.int64)
+  values = 2**bits
+  assert lanes.max() == values - 1 and lanes.min() == 0
+  # Every value with probability 2**-bits...
+  counts = np.bincount(lanes, minlength=values)
+  for count in counts:
+    assert_rate(count / lanes.size, 1 / values, lanes.size)
+  # ...and every pair with 2**-2bits: neighbours (the next word's lane) and the next lane
+  # of the same word (W words apart).
+  words = -(-lanes.size // (32 // bits))
+  for lag in (1, words):
+    pairs = lanes[:-lag] * values + lanes[lag:]
+    pair_counts = np.bincount(pairs, minlength=values**2)
+    for count in pair_counts:
+      assert_rate(count / pairs.size, 1 / values**2, pairs.size)
+
+
+def test_one_bit_masks_share_along_broadcast_dims_and_follow_the_key():
+  x = jnp.ones((64, 10, 32))
+  y = dropjax.dropout(KEY, x, 0.5, broadcast_dims=(1,), bits=1)
+  np.testing.assert_array_equal(y, jnp.broadcast_to(y[:, :1], y.shape))
+  assert_rate(float(jnp.mean(y[:, 0] == 0)), 0.5, 64 * 32)
+  other = dropjax.dropout(jax.random.fold_in(KEY, 1), x, 0.5, broadcast_dims=(1,), bits=1)
+  assert not bool(jnp.all(other == y))
+  # jit, vmap over keys and a traced rate give the same masks as the eager call.
+  jitted = jax.jit(lambda k, x, r: dropjax.dropout(k, x, r, broadcast_dims=(1,), bits=1))
+  np.testing.assert_array_equal(jitted(KEY, x, 0.5), y)
+  keys = jnp.stack([KEY, jax.random.fold_in(KEY, 1)])
+  both = jax.vmap(lambda k: dropjax.dropout(k, x, 0.5, broadcast_dims=(1,), bits=1))(keys)
+  np.testing.assert_array_equal(both[0], y)
+  np.testing.assert_array_equal(both[1], other)
+
+
 def test_expectation_per_element_over_keys():
   x = jnp.linspace(-3.0, 3.0, 64)
   keys = jax.random.split(KEY, 20000)
