@@ -9,6 +9,12 @@ names that differ instead of loading its arrays into the wrong places. Typed PRN
 stored as their key data and rewrapped with the template's implementation. A checkpoint
 may record the settings it was trained with (`check_settings`), so that resuming it under
 other settings is refused instead of silently continuing the old run.
+
+Sharded state saves as it is: orbax writes each array's shards from the processes that
+hold them, so a state spread over many devices or hosts (after `jax.distributed.initialize`;
+every process calls `save_checkpoint` with the same path) needs no gathering. Restoring
+places each leaf with the sharding of its template leaf, which may span another number of
+devices than the saved one: save on 8 devices, resume on 2 or on one.
 """
 
 from __future__ import annotations
@@ -65,6 +71,26 @@ def checkpoint_exists(path: str) -> bool:
     return manager.latest_step() is not None
 
 
+def _stored_value(leaf: Any) -> Any:
+  """What is written for a leaf: jax arrays as they are (sharded ones are written shard
+  by shard, from whichever process holds each), typed keys as their key data."""
+  if _is_key(leaf):
+    return jax.random.key_data(leaf)
+  return leaf if isinstance(leaf, jax.Array) else np.asarray(leaf)
+
+
+def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
+  """How a template leaf is read back: its shape and dtype (key data for typed keys) and,
+  for a jax array, its sharding, so the value lands where the live state is."""
+  if _is_key(leaf):
+    data = jax.random.key_data(leaf)
+    return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=data.sharding)
+  if isinstance(leaf, jax.Array):
+    return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+  dtype = leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf)
+  return jax.ShapeDtypeStruct(np.shape(leaf), dtype)
+
+
 def save_checkpoint(path: str, trees: dict[str, Any], metadata: dict[str, Any]) -> None:
   """Writes every leaf of every tree and ``metadata`` (JSON) to the directory ``path``.
 
@@ -74,13 +100,13 @@ def save_checkpoint(path: str, trees: dict[str, Any], metadata: dict[str, Any]) 
 
   Args:
     path: the checkpoint directory (created if absent).
-    trees: ``{name: pytree}``; leaves are arrays or typed PRNG keys.
+    trees: ``{name: pytree}``; leaves are arrays (numpy, or jax arrays with any sharding,
+      including ones spread over several processes) or typed PRNG keys.
     metadata: JSON-serialisable values stored beside the arrays.
   """
   arrays, stored = {}, {}
   for name, tree in trees.items():
-    leaves = [(leaf_name, np.asarray(jax.random.key_data(leaf) if _is_key(leaf) else leaf))
-              for leaf_name, leaf in _named_leaves(tree)]
+    leaves = [(leaf_name, _stored_value(leaf)) for leaf_name, leaf in _named_leaves(tree)]
     stored[name] = [{"name": n, "shape": list(a.shape)} for n, a in leaves]
     arrays[name] = {f"{i:06d}": a for i, (_, a) in enumerate(leaves)}
   with _manager(path, create=True) as manager:
@@ -121,7 +147,8 @@ def load_checkpoint(path: str, templates: dict[str, Any]) -> tuple[dict[str, Any
   Args:
     path: a directory written by `save_checkpoint`.
     templates: ``{name: pytree}`` with the structure, shapes and dtypes to restore (for
-      example the live model state being resumed); their values are not used.
+      example the live model state being resumed); their values are not used. A jax-array
+      leaf is restored with its sharding, whatever the sharding it was saved with.
 
   Returns:
     ``(trees, metadata)``.
@@ -148,11 +175,7 @@ def load_checkpoint(path: str, templates: dict[str, Any]) -> tuple[dict[str, Any
             "to another model.")
       abstract[name] = {}
       for leaf_name, leaf in leaves:
-        if _is_key(leaf):
-          want = jax.eval_shape(jax.random.key_data, leaf)
-        else:
-          dtype = leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf)
-          want = jax.ShapeDtypeStruct(np.shape(leaf), dtype)
+        want = _restore_target(leaf)
         have = tuple(stored[name][index[leaf_name]]["shape"])
         if have != want.shape:
           raise ValueError(f"{path}: {name}{leaf_name} has shape {have}, the model expects "

@@ -8,8 +8,8 @@ fields of a nested ConfigDict and the items of a tuple):
 - ``*rate`` / ``*rates`` (not ``learning_rate``): probabilities in [0, 1];
 - ``*fraction`` / ``*fractions``: in [0, 1];
 - counts (``*epochs``, ``*_size``, ``*samples``, ``*seeds``, ``hidden``, ...): positive
-  integers; ``seed``, ``num_splits``, ``test_size``, ``train_size``, ``validation_size``
-  (0 has a meaning there): non-negative integers;
+  integers; ``seed``, ``num_splits``, ``test_size``, ``train_size``, ``validation_size``,
+  ``devices`` (0 has a meaning there): non-negative integers;
 - scales (``learning_rate``, ``*length_scale``, ``temperature``, ``tau*``, ``*_eps``,
   ``max_norm``): positive finite numbers; penalties (``l2``, ``weight_decay*``):
   non-negative finite numbers.
@@ -36,7 +36,7 @@ STUDIES = ("active_learning", "concrete_dropout", "concrete_mnist", "ensemble_in
            "mc_calibration", "regularizers", "uci", "uci_concrete", "variant_comparison")
 
 _NON_NEGATIVE_INTS = ("seed", "split_seed", "num_splits", "test_size", "train_size",
-                      "validation_size")
+                      "validation_size", "devices")
 _COUNT_SUFFIXES = ("epochs", "_size", "sizes", "samples", "seeds", "repeats", "rounds", "hidden",
                    "channels", "features", "_units", "_bins", "_multiplier", "_per_class",
                    "_subset", "patience", "ks", "_match")

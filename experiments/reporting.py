@@ -16,10 +16,11 @@ from dropjax import io
 from dropjax.data import idx, uci
 from dropjax.data.paths import resolve_data_dir
 
-# Fields that change how a run executes but not its numbers (MC samples are keyed by their
-# index, training segments by their epoch; the data is compared by content, in data.json),
-# so a resumed run may change them.
-EXECUTION_FIELDS = ("mc_chunk_size", "segment_epochs", "data_dir")
+# Fields that change how a run executes but not what it computes (MC samples are keyed by
+# their index, training segments by their epoch, each model by its own keys whatever device
+# it runs on; the data is compared by content, in data.json), so a resumed run may change
+# them. The numbers agree up to float rounding (reduction order, XLA's fusion choices).
+EXECUTION_FIELDS = ("mc_chunk_size", "segment_epochs", "data_dir", "devices")
 
 
 def data_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any] | None:

@@ -33,13 +33,17 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from dropjax import io
 from dropjax.summaries import ScalarWriter
 from dropjax.train import EpochHook, WriteScalars
-from experiments import reporting
+from experiments import config_checks, reporting
 
 T = TypeVar("T")
 
@@ -127,6 +131,61 @@ def write_curves(series: Mapping[str, Sequence[float]], name: str = "",
     for i, step in enumerate(steps if steps is not None else range(1, length + 1)):
       writer.write_scalars(int(step), {tag: float(np.asarray(values[i]))
                                        for tag, values in series.items()})
+
+
+# The mesh axis over which a study shards its models (splits x grid points, runs).
+MODEL_AXIS = "models"
+
+
+def model_mesh(config: ml_collections.ConfigDict) -> Mesh | None:
+  """The one-axis mesh (`MODEL_AXIS`) of the first ``config.devices`` local devices (0: all
+  of them) over which a study shards its models; None for one device, which keeps the
+  unsharded program.
+
+  Raises:
+    config_checks.ConfigError: ``config.devices`` exceeds the local devices.
+  """
+  local = jax.local_devices()
+  if config.devices > len(local):
+    raise config_checks.ConfigError(
+        f"config.devices = {config.devices}: this process has {len(local)} devices; use 0 "
+        f"(all of them) or 1 to {len(local)}.")
+  count = config.devices or len(local)
+  return None if count == 1 else Mesh(np.asarray(local[:count]), (MODEL_AXIS,))
+
+
+def shard_models(fn: Callable[..., Any], mesh: Mesh | None) -> Callable[..., Any]:
+  """``fn(models, *shared)`` with the leading (model) axis of ``models`` sharded over ``mesh``.
+
+  ``fn`` maps a pytree ``models`` whose leaves share a leading model axis, each model
+  independent of the others, to outputs with the same leading axis; ``shared`` is
+  replicated. The models are padded to a multiple of the mesh size with copies of the
+  last one, whose outputs are dropped, so any model count runs on any mesh. A model's keys,
+  and so its masks, do not depend on the mesh. Without a mesh, ``fn`` itself.
+
+  Args:
+    fn: the per-block program (typically vmapped or ``lax.map``-ped over the models).
+    mesh: a `model_mesh`, or None.
+
+  Returns:
+    A function with ``fn``'s signature, to call inside ``jax.jit``.
+  """
+  if mesh is None:
+    return fn
+  size = mesh.shape[MODEL_AXIS]
+
+  def sharded(models, *shared):
+    count = jax.tree.leaves(models)[0].shape[0]
+    pad = -count % size
+    padded = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]),
+                          models)
+    # check_vma off: NNX reseeding writes a constant RNG count into each model's state,
+    # which the varying-axis check reads as a carry that stops varying over the models.
+    out = jax.shard_map(fn, mesh=mesh, in_specs=(P(MODEL_AXIS), *[P()] * len(shared)),
+                        out_specs=P(MODEL_AXIS), check_vma=False)(padded, *shared)
+    return jax.tree.map(lambda a: a[:count], out)
+
+  return sharded
 
 
 @dataclasses.dataclass(frozen=True)

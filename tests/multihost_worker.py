@@ -3,7 +3,9 @@
 Two of these, each with 2 simulated CPU devices, form one 4-device system through
 `jax.distributed.initialize` on 127.0.0.1. Each checks the shards it holds against the same
 computation on its own local device: MC samples over a mesh of both processes' devices, a
-4-member ensemble sharded over them, and data-parallel training.
+4-member ensemble sharded over them, and data-parallel training. Both then save the sharded
+ensemble to one checkpoint (each process writes its own shards) and restore it onto a mesh
+of their own 2 devices and onto 1 device.
 """
 
 import sys
@@ -17,13 +19,14 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import dropjax
+from dropjax import checkpoint
 from dropjax.data import load_digits
 from dropjax.mc import mc_sample
 from dropjax.models import MLP
 from dropjax.train import fit_classifier, fit_ensemble
 
 
-def main(pid: int, port: str) -> None:
+def main(pid: int, port: str, folder: str) -> None:
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid)
   assert jax.process_count() == 2 and len(jax.devices()) == 4 and len(jax.local_devices()) == 2
@@ -61,6 +64,22 @@ def main(pid: int, port: str) -> None:
                                  rtol=1e-4, atol=1e-5)
   print("ENSEMBLE OK", pid)
 
+  # The sharded members saved by both processes, restored onto other device counts.
+  path = f"{folder}/ensemble"
+  checkpoint.save_checkpoint(path, {"params": params}, {"members": 4})
+  multihost_utils.sync_global_devices("saved")
+  for restore_devices in (jax.local_devices(), [local]):
+    members = NamedSharding(Mesh(np.asarray(restore_devices), ("members",)), P("members"))
+    template = jax.tree.map(lambda a, s=members: jax.device_put(np.zeros(a.shape, a.dtype), s),
+                            alone)
+    trees, meta = checkpoint.load_checkpoint(path, {"params": template})
+    assert meta == {"members": 4}
+    for got, saved in zip(jax.tree.leaves(trees["params"]), jax.tree.leaves(params), strict=True):
+      assert got.sharding == members and got.is_fully_addressable
+      for shard in saved.addressable_shards:
+        np.testing.assert_array_equal(np.asarray(got)[shard.index], np.asarray(shard.data))
+  print("CHECKPOINT OK", pid)
+
   # Data parallelism over the processes: the gradient's all-reduce crosses them.
   def mlp():
     return MLP(64, [16], 10, input_rate=0.1, hidden_rate=0.3,
@@ -82,4 +101,4 @@ def main(pid: int, port: str) -> None:
 
 
 if __name__ == "__main__":
-  main(int(sys.argv[1]), sys.argv[2])
+  main(int(sys.argv[1]), sys.argv[2], sys.argv[3])

@@ -17,15 +17,15 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_two_processes_shard_samples_members_and_batches_as_one_device_would(tmp_path):
+def test_two_processes_shard_samples_members_and_batches_and_checkpoint_them(tmp_path):
   env = simulated_devices_env(2)
   port = str(_free_port())
   logs = [(tmp_path / f"out{i}.txt", tmp_path / f"err{i}.txt") for i in range(2)]
   workers = []
   for i, (out, err) in enumerate(logs):
     with open(out, "w") as stdout, open(err, "w") as stderr:
-      workers.append(subprocess.Popen([sys.executable, _WORKER, str(i), port], env=env,
-                                      stdout=stdout, stderr=stderr))
+      workers.append(subprocess.Popen([sys.executable, _WORKER, str(i), port, str(tmp_path)],
+                                      env=env, stdout=stdout, stderr=stderr))
   # Files, not pipes, so neither worker blocks on output; a worker that fails leaves the
   # other waiting for it, so stop both as soon as one fails.
   deadline = time.monotonic() + 600
@@ -39,5 +39,5 @@ def test_two_processes_shard_samples_members_and_batches_as_one_device_would(tmp
       worker.wait()
   for i, (worker, (out, err)) in enumerate(zip(workers, logs, strict=True)):
     assert worker.returncode == 0, f"process {i}:\n{err.read_text()[-3000:]}"
-    for check in ("OK", "ENSEMBLE OK", "DATA PARALLEL OK"):
+    for check in ("OK", "ENSEMBLE OK", "CHECKPOINT OK", "DATA PARALLEL OK"):
       assert f"{check} {i}" in out.read_text(), out.read_text()

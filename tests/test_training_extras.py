@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from simulated_devices import run_on_simulated_devices
 
 from dropjax import checkpoint, io, layers
 from dropjax.data import load_digits
@@ -180,6 +181,39 @@ def test_checkpoint_roundtrip_with_typed_keys_and_shape_check(tmp_path):
                                 jax.random.key_data(tree["key"]))
   with pytest.raises(ValueError, match="belongs to another model"):
     checkpoint.load_checkpoint(path, {"t": {"w": jnp.zeros((3, 3)), "key": tree["key"]}})
+
+
+_RESHARD = r"""
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from dropjax import checkpoint
+assert len(jax.devices()) == 4
+def tree_on(devices):
+  mesh = Mesh(np.asarray(devices), ("members",))
+  members = NamedSharding(mesh, P("members"))
+  return {"w": jax.device_put(jnp.arange(32.0).reshape(8, 4), members),
+          "b": jax.device_put(jnp.arange(8.0), NamedSharding(mesh, P())),
+          "keys": jax.device_put(jax.random.split(jax.random.key(3), 8), members)}
+saved = tree_on(jax.devices())
+checkpoint.save_checkpoint(PATH, {"t": saved}, {"epoch": 1})
+for devices in (jax.devices()[:2], jax.devices()[:1]):
+  template = jax.tree.map(jnp.zeros_like, tree_on(devices))
+  template["keys"] = tree_on(devices)["keys"]
+  trees, _ = checkpoint.load_checkpoint(PATH, {"t": template})
+  for name in saved:
+    restored = trees["t"][name]
+    # Restored onto the template's devices and layout, with the saved values.
+    assert restored.sharding == template[name].sharding, (name, restored.sharding)
+    want, got = saved[name], restored
+    if name == "keys":
+      want, got = jax.random.key_data(want), jax.random.key_data(got)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+print("OK")
+"""
+
+
+def test_a_checkpoint_saved_on_four_devices_restores_onto_two_and_one(tmp_path):
+  run_on_simulated_devices(_RESHARD.replace("PATH", repr(str(tmp_path / "c"))), 4)
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

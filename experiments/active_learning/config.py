@@ -44,6 +44,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.pool_subset = 500
   config.mc_samples = 100
   config.mc_chunk_size = 50
+  # Local devices to shard the runs (functions x seeds) over (0 = all; execution only: a
+  # run's choices do not depend on it, its numbers agree to float rounding).
+  config.devices = 0
   config.conv_rate = 0.25
   config.dense_rate = 0.5
   config.epochs = 50

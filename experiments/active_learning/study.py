@@ -11,7 +11,9 @@ Keys: round ``t`` of seed ``s`` uses ``fold_in(fold_in(key(config.seed), s), t)`
 into named streams. Runs that share a seed share their initial labels and, in each round,
 their initialisation, batch order and masks (common random numbers); only what they have
 labelled differs. A checkpoint after every round holds the labelled sets and the history, so
-a resumed study ends with the numbers of an uninterrupted one.
+a resumed study ends with the numbers of an uninterrupted one. ``config.devices`` shards the
+runs over local devices (`study.model_mesh`): a run's choices do not depend on it, and its
+numbers agree to float rounding.
 
 Workdir: ``config.json``, ``checkpoints/state`` (orbax, per round), ``results.json`` (test
 error per run and round, labels needed to reach each target error), ``curves.png``.
@@ -119,9 +121,14 @@ class Programs:
     self.pool_labels = jnp.asarray(pool.labels)
     self.test_images = jnp.asarray(test.images)
     self.test_labels = jnp.asarray(test.labels)
-    self.train = jax.jit(lambda *a: jax.lax.map(lambda r: self._train_run(*r, a[-1]), a[:-1]))
-    self.evaluate = jax.jit(lambda states: jax.lax.map(self._test_error, states))
-    self.acquire = jax.jit(lambda *a: jax.lax.map(lambda r: self._acquire_run(*r), a))
+    # Runs sharded over config.devices (`study.shard_models`), mapped on each device.
+    mesh = study.model_mesh(config)
+    self.train = jax.jit(study.shard_models(
+        lambda runs, n: jax.lax.map(lambda r: self._train_run(*r, n), runs), mesh))
+    self.evaluate = jax.jit(study.shard_models(
+        lambda states: jax.lax.map(self._test_error, states), mesh))
+    self.acquire = jax.jit(study.shard_models(
+        lambda runs: jax.lax.map(lambda r: self._acquire_run(*r), runs), mesh))
 
   def _model(self, state):
     return nnx.merge(self.graphdef, *state, copy=True)
@@ -225,6 +232,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     ValueError: naming the field and the allowed values.
   """
   config_checks.check_dataset(config)
+  study.model_mesh(config)  # config.devices within this process's devices
   _function_names(config)
   config_checks.check_choice(config, "init", tuple(INITIALISERS))
   config_checks.check_choice(config, "weight_decay_layers", DECAY_LAYERS)
@@ -305,7 +313,7 @@ def _acquire_and_train(config: ml_collections.ConfigDict, pool: Split, test: Spl
     keys = jnp.stack([
         jax.random.split(jax.random.fold_in(seed_keys[seed], t), len(STREAMS))
         for _, seed in runs])
-    states = programs.train(keys, jnp.asarray(labelled), jnp.int32(num_labelled))
+    states = programs.train((keys, jnp.asarray(labelled)), jnp.int32(num_labelled))
     errors = np.asarray(programs.evaluate(states))
     history["labels"].append(num_labelled)
     history["test_error"].append(errors.tolist())
@@ -313,7 +321,8 @@ def _acquire_and_train(config: ml_collections.ConfigDict, pool: Split, test: Spl
       available = np.ones((len(runs), len(pool.labels)), bool)
       for r in range(len(runs)):
         available[r, labelled[r, :num_labelled]] = False
-      chosen = np.asarray(programs.acquire(states, keys, function_index, jnp.asarray(available)))
+      chosen = np.asarray(programs.acquire((states, keys, function_index,
+                                            jnp.asarray(available))))
       labelled[:, num_labelled:num_labelled + config.acquisition_size] = chosen
       num_labelled += config.acquisition_size
     history["round_seconds"].append(time.perf_counter() - tic)

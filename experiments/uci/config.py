@@ -38,6 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.mc_chunk_size = 20
   # Epochs per compiled segment; a checkpoint is written after each.
   config.segment_epochs = 500
+  # Local devices to shard the models over (0 = all; execution only: a model's choices do
+  # not depend on it, its numbers agree to float rounding).
+  config.devices = 0
   if arg == "quick":
     config.epochs_multiplier = 1
     config.num_splits = 2

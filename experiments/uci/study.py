@@ -7,10 +7,16 @@ segment of epochs; ``validation_test``, ``final_test``, the test pass so far),
 ``validation.json`` (every split x grid point), ``results.json`` and ``results.csv`` (per
 split, with the reference implementation's numbers beside ours). A killed run resumes from
 the last checkpoint; finished phases are loaded, not recomputed.
+
+``config.devices`` shards the models over local devices (`study.model_mesh`): training by
+split (a split's grid points share its data and batch order), the test one model per
+device. Each model's keys do not depend on the device count, so the grid choices are the
+same and the numbers agree to float rounding (tested); a run may resume on another count.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -22,6 +28,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import logging
+from jax.sharding import Mesh
 
 from dropjax.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from dropjax.data import uci
@@ -106,6 +113,7 @@ def map_models_resumably(
     checkpoint: str,
     label: str,
     min_save_seconds: float = 30.0,
+    mesh: Mesh | None = None,
 ) -> tuple[Any, float]:
   """``lax.map(fn, models)``, one compiled call per model, resumable between models.
 
@@ -113,7 +121,8 @@ def map_models_resumably(
   a kill no longer loses it. Results so far are checkpointed (atomically) at most every
   ``min_save_seconds`` and after the last model; a checkpoint found at ``checkpoint`` is
   resumed from. Each model's result depends only on that model, so a resumed pass returns
-  what an uninterrupted one does.
+  what an uninterrupted one does. With a `study.model_mesh`, each call tests one model per
+  device (`study.shard_models`).
 
   Returns:
     ``(results stacked over models, seconds spent over all invocations)``.
@@ -140,10 +149,20 @@ def map_models_resumably(
     save_checkpoint(checkpoint, {"results": stacked},
                     {"done": len(done), "seconds": seconds, "models": fingerprint})
 
+  group = 1 if mesh is None else mesh.size
+  if mesh is not None:  # one model per device, each as `one` tests it
+    per_device = lambda m: jax.tree.map(lambda a: a[None], fn(jax.tree.map(lambda a: a[0], m)))
+    one_per_device = jax.jit(study.shard_models(per_device, mesh))
+
   last_save = time.perf_counter()
-  for index in range(len(done), num_models):
+  for index in range(len(done), num_models, group):
     tic = time.perf_counter()
-    done.append(jax.device_get(one(jax.tree.map(lambda a, i=index: a[i], models))))
+    if mesh is None:
+      done.append(jax.device_get(one(jax.tree.map(lambda a, i=index: a[i], models))))
+    else:
+      out = jax.device_get(one_per_device(
+          jax.tree.map(lambda a, i=index: a[i:i + group], models)))
+      done += [jax.tree.map(lambda a, j=j: a[j], out) for j in range(len(jax.tree.leaves(out)[0]))]
     now = time.perf_counter()
     seconds += now - tic
     if now - last_save >= min_save_seconds or len(done) == num_models:
@@ -191,14 +210,20 @@ def _train_and_test(
   state = jax.vmap(jax.vmap(
       lambda k: regression.init_state(k, ds.inputs.shape[1], ds.n_hidden, tx)))(streams[:, :, 0])
 
-  def segment(state, first_epoch, num_epochs):
+  mesh = study.model_mesh(config)
+
+  def splits_block(per_split, first_epoch, num_epochs):
     per_grid_point = jax.vmap(
         lambda st, dr, p, c, sh, x, y: regression.train_epochs(
             st, (sh, dr), x, y, p, c, first_epoch, num_epochs=num_epochs,
             batch_size=config.batch_size, tx=tx),
         in_axes=(0, 0, 0, 0, None, None, None))
-    return jax.vmap(per_grid_point)(state, streams[:, :, 1], rates, l2, shuffle_keys, x_train,
-                                    y_train)
+    return jax.vmap(per_grid_point)(*per_split)
+
+  def segment(state, first_epoch, num_epochs):
+    # Sharded by split: a split's grid points share its data and batch order.
+    return study.shard_models(functools.partial(splits_block, num_epochs=num_epochs), mesh)(
+        (state, streams[:, :, 1], rates, l2, shuffle_keys, x_train, y_train), first_epoch)
 
   state, train_seconds, _ = train_in_segments(
       jax.jit(segment, static_argnums=2), state,
@@ -222,7 +247,7 @@ def _train_and_test(
   stats, test_seconds = map_models_resumably(
       test_model, (*flat_models, split_of_model),
       checkpoint=os.path.join(workdir, "checkpoints", f"{phase}_test"),
-      label=f"{ds.name} {phase} test")
+      label=f"{ds.name} {phase} test", mesh=mesh)
   flat = lambda a: np.asarray(a).reshape(-1).tolist()
   return {
       "mc_rmse": flat(stats.mc_rmse),
@@ -247,6 +272,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     uci.canonical_name(config.dataset)
   except ValueError as e:
     raise config_checks.ConfigError(f"config.dataset: {e}") from None
+  study.model_mesh(config)  # config.devices within this process's devices
   if config.mc_samples % config.mc_chunk_size:
     divisors = [d for d in range(1, min(config.mc_samples, 100) + 1) if config.mc_samples % d == 0]
     raise config_checks.ConfigError(

@@ -12,6 +12,7 @@ segment, ``test``), ``results.json``, ``results.md`` and ``results.csv`` (per sp
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -91,11 +92,16 @@ def _train_and_test(config: ml_collections.ConfigDict, ds: uci.UCIDataset,
     return init_train_state(params, tx)
 
   state = jax.vmap(init)(streams[:, 0])
-  def segment(state, first_epoch, num_epochs):
+  mesh = study.model_mesh(config)
+
+  def splits_block(per_split, first_epoch, num_epochs):
     return jax.vmap(lambda st, sh, dr, x, y: regression.train_epochs_with_loss(
         st, (sh, dr), x, y, loss_fn, first_epoch, num_epochs=num_epochs,
-        batch_size=config.batch_size, tx=tx))(state, streams[:, 1], streams[:, 2], x_train,
-                                                y_train)
+        batch_size=config.batch_size, tx=tx))(*per_split)
+
+  def segment(state, first_epoch, num_epochs):
+    return study.shard_models(functools.partial(splits_block, num_epochs=num_epochs), mesh)(
+        (state, streams[:, 1], streams[:, 2], x_train, y_train), first_epoch)
 
   total_epochs = ds.n_epochs * config.epochs_multiplier
   state, train_seconds, history = train_in_segments(
@@ -113,7 +119,8 @@ def _train_and_test(config: ml_collections.ConfigDict, ds: uci.UCIDataset,
 
   stats, test_seconds = map_models_resumably(
       test_split, (state.params, streams[:, 3], x_test, y_test, y_mean, y_std),
-      checkpoint=os.path.join(workdir, "checkpoints", "test"), label=f"{ds.name} concrete test")
+      checkpoint=os.path.join(workdir, "checkpoints", "test"), label=f"{ds.name} concrete test",
+      mesh=mesh)
   rates = learned_rates(state.params)
 
   grid = reporting.load_json(os.path.join(config.grid_workdir, ds.name, "results.json")) \
