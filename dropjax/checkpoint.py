@@ -13,8 +13,9 @@ other settings is refused instead of silently continuing the old run.
 Sharded state saves as it is: orbax writes each array's shards from the processes that
 hold them, so a state spread over many devices or hosts (after `jax.distributed.initialize`;
 every process calls `save_checkpoint` with the same path) needs no gathering. Restoring
-places each leaf with the sharding of its template leaf, which may span another number of
-devices than the saved one: save on 8 devices, resume on 2 or on one.
+places each leaf with the sharding of its template leaf when that leaf was placed (is
+committed), which may span another number of devices than the saved one: save on 8
+devices, resume on 2 or on one.
 """
 
 from __future__ import annotations
@@ -81,14 +82,29 @@ def _stored_value(leaf: Any) -> Any:
 
 def _restore_target(leaf: Any) -> jax.ShapeDtypeStruct:
   """How a template leaf is read back: its shape and dtype (key data for typed keys) and,
-  for a jax array, its sharding, so the value lands where the live state is."""
+  for a jax array placed on purpose (committed: `jax.device_put`, a sharded result), its
+  sharding, so the value lands where the live state is. An uncommitted template (a fresh
+  state on the default device) gives an uncommitted value, free to enter any later
+  program, a sharded one included, as the template itself was."""
+  # Without a sharding orbax would restore the saved one (the devices of the run that
+  # saved it): read onto one local device instead, and uncommit the value afterwards.
+  one_device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   if _is_key(leaf):
     data = jax.random.key_data(leaf)
-    return jax.ShapeDtypeStruct(data.shape, data.dtype, sharding=data.sharding)
-  if isinstance(leaf, jax.Array):
+    return jax.ShapeDtypeStruct(data.shape, data.dtype,
+                                sharding=data.sharding if leaf.committed else one_device)
+  if isinstance(leaf, jax.Array) and leaf.committed:
     return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
   dtype = leaf.dtype if hasattr(leaf, "dtype") else np.result_type(leaf)
-  return jax.ShapeDtypeStruct(np.shape(leaf), dtype)
+  return jax.ShapeDtypeStruct(np.shape(leaf), dtype, sharding=one_device)
+
+
+def _placed_like(value: jax.Array, leaf: Any) -> jax.Array:
+  """A restored value as the template leaf holds it: committed where the leaf is, else
+  uncommitted on the default device (free to enter a program on any devices)."""
+  if getattr(leaf, "committed", False):
+    return value
+  return jax.numpy.asarray(np.asarray(value))
 
 
 def save_checkpoint(path: str, trees: dict[str, Any], metadata: dict[str, Any]) -> None:
@@ -147,8 +163,10 @@ def load_checkpoint(path: str, templates: dict[str, Any]) -> tuple[dict[str, Any
   Args:
     path: a directory written by `save_checkpoint`.
     templates: ``{name: pytree}`` with the structure, shapes and dtypes to restore (for
-      example the live model state being resumed); their values are not used. A jax-array
-      leaf is restored with its sharding, whatever the sharding it was saved with.
+      example the live model state being resumed); their values are not used. A committed
+      jax-array leaf (placed with `jax.device_put` or sharded) is restored with its
+      sharding, whatever the sharding it was saved with; other leaves on the default
+      device, uncommitted.
 
   Returns:
     ``(trees, metadata)``.
@@ -189,8 +207,9 @@ def load_checkpoint(path: str, templates: dict[str, Any]) -> tuple[dict[str, Any
     values = []
     for leaf_name, leaf in leaves:
       value = restored[name][f"{index[leaf_name]:06d}"]
+      value = _placed_like(value, leaf)
       values.append(jax.random.wrap_key_data(value, impl=jax.random.key_impl(leaf))
-                    if _is_key(leaf) else jax.numpy.asarray(value))
+                    if _is_key(leaf) else value)
     trees[name] = jax.tree.unflatten(treedef, values)
   return trees, metadata
 

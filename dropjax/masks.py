@@ -13,16 +13,14 @@ a multiple of ``2**-bits``. Ops scale by ``1 / q`` (the realised value, not ``1 
 so ``E[y] = x`` holds exactly whatever the resolution.
 
 Resolution, when the caller does not pick ``bits``: for a rate known at trace time, the
-fewest bits that represent it to a relative error of at most 1e-3 of ``min(rate, 1 - rate)``
-(0.5 and 0.25 use 8 bits exactly; 0.1 uses 16 bits and is drawn as 6554/65536 = 0.100006;
-0.001 uses 32 bits). A traced rate uses 16 bits (resolution 1.5e-5). The PRNG
-implementation (threefry, rbg, unsafe_rbg) is the caller's key's.
-
-Fewer bits are asked for explicitly: ``bits=1`` draws rate 0.5 exactly from one random bit
-per element, ``bits=2`` rates 0.25 and 0.75, ``bits=4`` multiples of 1/16 (a rate between
-the steps is rounded to the nearest, as always: ``bits=1`` turns 0.3 into 0.5). The
-automatic choice does not pick them, because a mask depends on the lane width, and the
-committed results were drawn with the automatic widths.
+fewest bits that hold it exactly among 1, 2 and 4 (0.5 from one random bit per element,
+0.25 and 0.75 from 2, multiples of 1/16 from 4), else the fewest of 8 and 16 that represent
+it to a relative error of at most 1e-3 of ``min(rate, 1 - rate)`` (0.1 uses 16 bits and is
+drawn as 6554/65536 = 0.100006), else 32 (0.001). A traced rate uses 16 bits (resolution
+1.5e-5). `automatic_min_bits` raises the narrowest automatic width (8 gives the masks of
+dropjax before 1-, 2- and 4-bit lanes). The PRNG implementation (threefry, rbg, unsafe_rbg)
+is the caller's key's. An explicit ``bits`` rounds any rate to its grid (``bits=1`` turns
+0.3 into 0.5).
 
 The threshold is not differentiable; the rate keeps a straight-through gradient
 (``dq/drate = -1``) so that the pathwise derivative of ``x * m / q`` is ``x * m / q**2``.
@@ -30,6 +28,7 @@ The threshold is not differentiable; the rate keeps a straight-through gradient
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -41,14 +40,50 @@ from jax import lax
 from dropjax._validation import concrete_value
 
 ALLOWED_BITS = (1, 2, 4, 8, 16, 32)
-# The automatic choice starts here; 1-, 2- and 4-bit lanes are asked for with `bits`.
-_AUTO_BITS = (8, 16)
+# Widths the automatic choice takes only when they hold the rate exactly.
+_EXACT_BITS = (1, 2, 4)
+# Widths it takes when they hold the rate to the relative tolerance.
+_TOLERANT_BITS = (8, 16)
+AUTOMATIC_MIN_BITS = (1, 2, 4, 8)
 TRACED_RATE_BITS = 16
+# Part of jax.jit's cache key: a function traced under one floor is traced again under
+# another, so a cached program never carries the other floor's masks.
+_MIN_BITS = jax.make_user_context(default_value=1)
 _RELATIVE_RATE_TOLERANCE = 1e-3
 # Largest float32 below 2**32: the threshold must fit a uint32 after conversion.
 _MAX_THRESHOLD_32 = float(np.nextafter(np.float32(2.0**32), np.float32(0)))
 
 ArrayLike = Any
+
+
+def automatic_min_bits(bits: int) -> contextlib.AbstractContextManager:
+  """Within this context, the automatic lane width is at least ``bits``.
+
+  ``automatic_min_bits(8)`` draws the masks dropjax drew before 1-, 2- and 4-bit lanes
+  (rate 0.5 from 8 bits): the studies pin it (``config.mask_min_bits``) so that their
+  committed results stay reproducible. The floor is part of `jax.jit`'s cache key, so a
+  function traced under one floor is traced again under another. Explicit ``bits`` and
+  traced rates (16 bits) are not affected.
+
+  Args:
+    bits: one of 1 (the default outside any context), 2, 4, 8.
+
+  Returns:
+    A context manager.
+
+  Example:
+    >>> import jax, jax.numpy as jnp
+    >>> from dropjax import masks
+    >>> masks.resolve_bits(0.5, None)
+    1
+    >>> with masks.automatic_min_bits(8):
+    ...   masks.resolve_bits(0.5, None)
+    8
+  """
+  if bits not in AUTOMATIC_MIN_BITS:
+    raise ValueError(f"`bits` must be one of {AUTOMATIC_MIN_BITS} (the automatic choice's "
+                     f"narrowest lane); got {bits!r}.")
+  return _MIN_BITS(int(bits))
 
 
 def resolve_bits(rate: ArrayLike, bits: int | None) -> int:
@@ -68,8 +103,13 @@ def resolve_bits(rate: ArrayLike, bits: int | None) -> int:
   value = concrete_value(rate)
   if value is None:
     return TRACED_RATE_BITS
+  floor = _MIN_BITS.value
+  for width in _EXACT_BITS:
+    steps = value * 2.0**width
+    if width >= floor and np.all(steps == np.round(steps)):
+      return width
   tolerance = _RELATIVE_RATE_TOLERANCE * np.minimum(value, 1.0 - value)
-  for width in _AUTO_BITS:
+  for width in _TOLERANT_BITS:
     quantised = np.round(value * 2.0**width) / 2.0**width
     if np.all(np.abs(quantised - value) <= tolerance):
       return width

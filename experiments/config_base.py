@@ -13,7 +13,8 @@ import ml_collections
 
 def study_config(study: str, option: str | None, options: Sequence[str], *,
                  data: bool = True) -> ml_collections.ConfigDict:
-  """A config holding ``study``, ``seed`` (0) and, for studies that read data, ``data_dir``.
+  """A config holding ``study``, ``seed`` (0), ``mask_min_bits`` (8) and, for studies that
+  read data, ``data_dir``.
 
   Args:
     study: the registered study's name (``config.study``).
@@ -34,6 +35,10 @@ def study_config(study: str, option: str | None, options: Sequence[str], *,
   config = ml_collections.ConfigDict()
   config.study = study
   config.seed = 0
+  # The narrowest lane the automatic mask width may use (`dropjax.masks.automatic_min_bits`).
+  # 8 pins the masks of the committed results, drawn before 1-, 2- and 4-bit lanes; 1 draws
+  # rate 0.5 from one random bit per element (faster; other masks, so a new workdir).
+  config.mask_min_bits = 8
   if data:
     config.data_dir = ""
   return config

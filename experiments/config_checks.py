@@ -12,7 +12,8 @@ fields of a nested ConfigDict and the items of a tuple):
   ``devices`` (0 has a meaning there): non-negative integers;
 - scales (``learning_rate``, ``*length_scale``, ``temperature``, ``tau*``, ``*_eps``,
   ``max_norm``): positive finite numbers; penalties (``l2``, ``weight_decay*``):
-  non-negative finite numbers.
+  non-negative finite numbers;
+- ``mask_min_bits``: one of 1, 2, 4, 8.
 
 Then the study's own ``check_config(config)`` (in ``experiments/<study>.py``) adds its rules
 (choices among names, divisibility, ...). Every message names the field (``config.x``) and
@@ -30,6 +31,8 @@ from typing import Any
 
 import ml_collections
 import numpy as np
+
+from dropjax import masks
 
 # The studies `experiments.main` runs: module ``experiments.<name>`` with its ``STUDY``.
 STUDIES = ("active_learning", "concrete_dropout", "concrete_mnist", "ensemble_interpretation",
@@ -70,6 +73,9 @@ def _rule(name: str) -> tuple[Callable[[Any], bool], str] | None:
     return (lambda v: _is_int(v) and v >= 0), "non-negative integers"
   if name.endswith(_COUNT_SUFFIXES):
     return (lambda v: _is_int(v) and v >= 1), "positive integers"
+  if name == "mask_min_bits":
+    return (lambda v: _is_int(v) and v in masks.AUTOMATIC_MIN_BITS), (
+        f"one of {masks.AUTOMATIC_MIN_BITS}")
   if name == "angles":
     return _is_number, "finite numbers"
   if name in _PENALTIES:

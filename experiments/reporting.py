@@ -21,6 +21,9 @@ from dropjax.data.paths import resolve_data_dir
 # it runs on; the data is compared by content, in data.json), so a resumed run may change
 # them. The numbers agree up to float rounding (reduction order, XLA's fusion choices).
 EXECUTION_FIELDS = ("mc_chunk_size", "segment_epochs", "data_dir", "devices")
+# Fields added after runs were recorded, with the value those runs had: a config.json
+# without one of them recorded a run made with that value.
+FIELDS_ADDED_LATER = {"mask_min_bits": 8}
 
 
 def data_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any] | None:
@@ -74,7 +77,8 @@ def start_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Creates ``workdir`` and records the config and the data; refuses to resume otherwise.
 
   ``config.json`` records the config: only the `EXECUTION_FIELDS` may differ from it (the
-  new values are kept). ``data.json`` records the data read (`data_fingerprint`): the
+  new values are kept); a field of `FIELDS_ADDED_LATER` missing from it holds the value
+  runs had before the field existed. ``data.json`` records the data read (`data_fingerprint`): the
   SHA-256 of every file must match, wherever the data dir now is. A workdir recorded
   before ``data.json`` existed is accepted, and its data recorded from now on.
 
@@ -90,7 +94,7 @@ def start_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   current = json.loads(config.to_json_best_effort(sort_keys=True))
   if os.path.exists(path):
     with open(path) as f:
-      previous = json.load(f)
+      previous = FIELDS_ADDED_LATER | json.load(f)
     changed = sorted(k for k in set(previous) | set(current)
                      if previous.get(k) != current.get(k) and k not in EXECUTION_FIELDS)
     if changed:

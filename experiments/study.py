@@ -7,7 +7,8 @@ it atomically, so a killed study resumes after its last finished section. The ru
 1. loads and checks the study's data, if it has a loader (`Study.load_data`), then checks the folder
    (`reporting.start_workdir`: ``config.json`` and ``data.json``; a different config or
    other data is refused);
-2. runs the study;
+2. runs the study, its automatic mask widths floored at ``config.mask_min_bits``
+   (`dropjax.masks.automatic_min_bits`);
 3. writes ``results.md``, ``results.csv``, ``metrics.json``, the figures and any other tables,
    each atomically;
 4. refuses a summary holding NaN or infinity (`reporting.check_finite_metrics`), after
@@ -40,7 +41,7 @@ import numpy as np
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
-from dropjax import io
+from dropjax import io, masks
 from dropjax.summaries import ScalarWriter
 from dropjax.train import EpochHook, WriteScalars
 from experiments import config_checks, reporting
@@ -243,7 +244,8 @@ def run(study: Study, config: ml_collections.ConfigDict, workdir: str) -> dict[s
   folder = study.folder(config, workdir)
   data = None if study.load_data is None else study.load_data(config)
   reporting.start_workdir(config, folder)
-  report = study.train_and_evaluate(config, Sections(folder, data))
+  with masks.automatic_min_bits(config.mask_min_bits):
+    report = study.train_and_evaluate(config, Sections(folder, data))
   write_report(folder, report)
   print(report.markdown)
   reporting.check_finite_metrics(report.summary, study=f"Study {study.name!r} in {folder}")

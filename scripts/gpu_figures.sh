@@ -4,7 +4,7 @@
 #   bash scripts/gpu_figures.sh [OUT]   (OUT defaults to results/)
 #
 # Writes OUT/bench_ops_gpu.{json,md} (dropout against x * 2 and flax.nnx.Dropout),
-# OUT/bench_gpu.{json,md} (train-step overhead, MC sampling against the loop) and
+# OUT/bench_suite_gpu.{json,md} (train-step overhead, MC sampling against the loop) and
 # OUT/uci_yacht_gpu.md (the whole Yacht protocol: 240 grid models, 20 retrained ones,
 # 10,000 MC samples each, with its per-phase seconds). Each step has its own time limit,
 # so one slow step cannot take the others' time; a step that fails or times out is named
@@ -12,6 +12,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-results}
+mkdir -p "$out"
 data_dir=${DROPJAX_DATA_DIR:-../shared/data}
 python=${PYTHON:-.venv/bin/python}
 

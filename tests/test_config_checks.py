@@ -104,6 +104,22 @@ def test_workdir_records_the_data_and_accepts_the_same_data_elsewhere(tmp_path):
     reporting.start_workdir(config, workdir)
 
 
+def test_a_workdir_recorded_before_mask_min_bits_resumes_only_with_the_old_masks(tmp_path):
+  config = uci_config.get_config("quick")
+  config.data_dir = str(tmp_path / "data")
+  write_fake_uci(config.data_dir)
+  workdir = str(tmp_path / "run")
+  reporting.start_workdir(config, workdir)
+  path = os.path.join(workdir, "config.json")
+  recorded = json.load(open(path))
+  del recorded["mask_min_bits"]  # as recorded before the field existed
+  json.dump(recorded, open(path, "w"))
+  reporting.start_workdir(config, workdir)  # 8: the masks that run drew
+  config.mask_min_bits = 1
+  with pytest.raises(ValueError, match=r"different config \(fields \['mask_min_bits'\]\)"):
+    reporting.start_workdir(config, workdir)
+
+
 def test_digits_and_synthetic_studies_fingerprint_without_a_data_dir(monkeypatch):
   monkeypatch.delenv("DROPJAX_DATA_DIR", raising=False)
   from experiments.concrete_dropout import config as concrete_dropout

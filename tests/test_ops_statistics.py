@@ -26,12 +26,31 @@ def realised_rate(rate, bits):
 
 
 @pytest.mark.parametrize(
-    "rate, expected_bits", [(0.5, 8), (0.25, 8), (0.1, 16), (0.3, 16), (0.005, 16), (0.001, 32)]
-)
-def test_automatic_bits_represent_the_rate_to_relative_1e_3(rate, expected_bits):
+    "rate, expected_bits, floored_8",
+    [(0.5, 1, 8), (0.25, 2, 8), (0.75, 2, 8), (0.3125, 4, 8), (1 / 256, 8, 8), (0.1, 16, 16),
+     (0.3, 16, 16), (0.005, 16, 16), (0.001, 32, 32)])
+def test_automatic_bits_hold_the_rate_exactly_or_to_relative_1e_3(rate, expected_bits,
+                                                                   floored_8):
   bits = masks.resolve_bits(rate, None)
   assert bits == expected_bits
-  assert abs(realised_rate(rate, bits) - rate) <= 1e-3 * min(rate, 1 - rate)
+  tolerance = 0.0 if bits < 8 else 1e-3 * min(rate, 1 - rate)
+  assert abs(realised_rate(rate, bits) - rate) <= tolerance
+  with masks.automatic_min_bits(8):  # the widths before 1-, 2- and 4-bit lanes
+    assert masks.resolve_bits(rate, None) == floored_8
+
+
+def test_the_automatic_floor_is_part_of_the_jit_cache_key():
+  x = jnp.ones(4096)
+  drop = jax.jit(lambda k, x: dropjax.dropout(k, x, 0.5))
+  narrow = drop(KEY, x)
+  with masks.automatic_min_bits(8):
+    floored = drop(KEY, x)  # traced again, not the cached 1-bit program
+  np.testing.assert_array_equal(narrow, dropjax.dropout(KEY, x, 0.5, bits=1))
+  np.testing.assert_array_equal(floored, dropjax.dropout(KEY, x, 0.5, bits=8))
+  assert not bool(jnp.all(narrow == floored))
+  np.testing.assert_array_equal(drop(KEY, x), narrow)
+  with pytest.raises(ValueError, match=r"`bits` must be one of \(1, 2, 4, 8\)"):
+    masks.automatic_min_bits(16)
 
 
 def test_traced_rate_uses_16_bits_and_bad_bits_are_rejected():

@@ -9,7 +9,7 @@ import os
 import ml_collections
 import pytest
 
-from dropjax import summaries
+from dropjax import masks, summaries
 from experiments import main, study
 
 # Keys whose values are wall-clock measurements, which no two runs share.
@@ -85,13 +85,29 @@ def test_the_runner_loads_data_once_before_the_folder_and_hands_it_to_the_study(
     return study.Report(summary={"x": sections("value", lambda: 1.0)}, markdown="x\n")
 
   toy = study.Study("toy", train_and_evaluate, load_data=load_data)
-  config = ml_collections.ConfigDict({"study": "toy", "seed": 0, "bad": True})
+  config = ml_collections.ConfigDict({"study": "toy", "seed": 0, "mask_min_bits": 8,
+                                      "bad": True})
   with pytest.raises(ValueError, match="bad data"):
     study.run(toy, config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")  # refused before the folder recorded it
   config.bad = False
   assert study.run(toy, config, str(tmp_path / "run")) == {"x": 1.0}
   assert len(loads) == 1
+
+
+def test_the_runner_floors_the_automatic_mask_width_at_the_config(tmp_path):
+  seen = []
+
+  def train_and_evaluate(config, sections):
+    seen.append(masks.resolve_bits(0.5, None))
+    return study.Report(summary={"x": 1.0}, markdown="x\n")
+
+  toy = study.Study("toy", train_and_evaluate)
+  for min_bits in (8, 1):
+    config = ml_collections.ConfigDict({"study": "toy", "seed": 0, "mask_min_bits": min_bits})
+    study.run(toy, config, str(tmp_path / f"run{min_bits}"))
+  assert seen == [8, 1]
+  assert masks.resolve_bits(0.5, None) == 1  # outside a study: the library's default
 
 
 def test_compilation_cache_flag_turns_the_cache_on_and_off(tmp_path, monkeypatch):

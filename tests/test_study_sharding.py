@@ -11,7 +11,7 @@ from experiments import study as study_lib
 from experiments.uci import config as uci_config
 
 _SHARDED_STUDIES = r"""
-import tempfile, time
+import os, shutil, tempfile, time
 import jax, numpy as np
 from experiments import main
 from experiments.active_learning import config as al_config
@@ -47,13 +47,24 @@ for name, get_config, counts in (("uci", uci_config.get_config, (4,)),
     else:  # a smaller test pass; one that divides among the devices is not needed
       config.data_dir, config.mc_samples = data_dir, 50
     tic = time.perf_counter()
-    summary = main.run_study(config, tempfile.mkdtemp())
+    workdir = tempfile.mkdtemp()
+    summary = main.run_study(config, workdir)
     summary.pop("seconds", None)
     summaries[devices] = summary
     print(name, devices, "devices:", round(time.perf_counter() - tic, 1), "s")
   for devices in counts:
     assert_same(summaries[1], summaries[devices], f"{name} on {devices} devices")
   print(name, "same on", counts)
+  if name == "uci":
+    # Killed before its final test: resumes from the restored final model on 2 devices.
+    folder = os.path.join(workdir, "yacht")
+    os.remove(os.path.join(folder, "results.json"))
+    shutil.rmtree(os.path.join(folder, "checkpoints", "final_test"))
+    config.devices = 2
+    resumed = main.run_study(config, workdir)
+    resumed.pop("seconds", None)
+    assert_same(summaries[1], resumed, "uci resumed on 2 devices")
+    print("uci resumed on 2 devices")
 print("OK")
 """
 
@@ -61,7 +72,7 @@ print("OK")
 def test_sharded_studies_make_the_one_device_choices_and_numbers(data_dir):
   out = run_on_simulated_devices(_SHARDED_STUDIES.replace("DATA_DIR", repr(data_dir)), 4)
   print(out)
-  assert "active_learning same on (2,)" in out
+  assert "active_learning same on (2,)" in out and "uci resumed on 2 devices" in out
 
 
 def test_more_devices_than_the_process_has_is_refused_by_name():
