@@ -24,7 +24,7 @@ import optax
 from flax import nnx
 
 from dropjax.layers import reseed
-from dropjax.mc import mc_sample, module_forward
+from dropjax.mc import automatic_chunk_size, mc_sample, module_forward
 from dropjax.models import MLP, TransformerBlock
 
 # The UCI network is a study's code (experiments/uci/model.py), beside the library.
@@ -142,16 +142,18 @@ def bench_mc(repeats, samples=100, input_rate=0.2):
           f"{input_rate}")
   rows = []
   loop_t = median_seconds(loop, repeats)
-  for chunk in (None, 25, 10):
+  automatic = automatic_chunk_size(forward, key, x, samples)
+  for chunk in (None, samples, 25, 10):
     fn = jax.jit(lambda k, x, c=chunk: mc_sample(forward, k, x, samples, chunk_size=c))
     t = median_seconds(lambda fn=fn: fn(key, x), repeats)
-    rows.append({"benchmark": name, "variant": f"dropjax mc_sample (chunk {chunk or samples})",
+    label = f"automatic chunk: {automatic}" if chunk is None else f"chunk {chunk}"
+    rows.append({"benchmark": name, "variant": f"dropjax mc_sample ({label})",
                  "ms": 1e3 * t, "ratio": t / loop_t})
   if input_rate > 0:
     flax_model = FlaxMLP([784, 1024, 1024, 10], input_rate, 0.5, nnx.Rngs(0))
     graphdef, state = nnx.split(flax_model)
     flax_forward = lambda k, x: nnx.merge(graphdef, state, copy=True)(x, rngs=k)
-    flax_fn = jax.jit(lambda k, x: mc_sample(flax_forward, k, x, samples))
+    flax_fn = jax.jit(lambda k, x: mc_sample(flax_forward, k, x, samples, chunk_size=samples))
     flax_t = median_seconds(lambda: flax_fn(key, x), repeats)
     rows.append({"benchmark": name, "variant": "flax.nnx.Dropout, vmapped keys",
                  "ms": 1e3 * flax_t, "ratio": flax_t / loop_t})

@@ -8,6 +8,7 @@ from flax import nnx
 from simulated_devices import run_on_simulated_devices
 
 import dropjax
+from dropjax import mc
 from dropjax.mc import mc_predict, mc_running_means, mc_sample, module_forward
 from dropjax.models import MLP
 
@@ -17,8 +18,8 @@ def test_chunking_does_not_change_the_masks():
   forward = lambda k, x: dropjax.dropout(k, x, 0.5)
   x = jnp.arange(1.0, 65.0).reshape(8, 8)
   key = jax.random.key(3)
-  full = jax.jit(lambda k, x: mc_sample(forward, k, x, 12))(key, x)
-  for chunk in (1, 5, 12):
+  full = jax.jit(lambda k, x: mc_sample(forward, k, x, 12, chunk_size=12))(key, x)
+  for chunk in (1, 5, None):
     chunked = jax.jit(lambda k, x, c=chunk: mc_sample(forward, k, x, 12, chunk_size=c))(key, x)
     np.testing.assert_array_equal(chunked, full)
   # Sample i uses fold_in(key, i) and nothing else.
@@ -38,6 +39,21 @@ def test_chunking_changes_model_samples_only_by_float_reassociation():
     # XLA:CPU picks a different dot kernel per batch shape: same masks, last-ulp differences.
     np.testing.assert_allclose(chunked, full, rtol=1e-5, atol=1e-6)
   assert len({np.asarray(s).tobytes() for s in full}) == 10
+
+
+def test_the_automatic_chunk_keeps_the_largest_intermediate_within_the_budget():
+  w = jnp.ones((784, 1024))
+  forward = lambda k, x: dropjax.dropout(k, x @ w, 0.5) @ w.T  # largest: (1000, 1024) f32
+  x, key = jnp.ones((1000, 784)), jax.random.key(0)
+  per_sample = 1000 * 1024 * 4
+  assert jax.default_backend() == "cpu"
+  assert mc.automatic_chunk_size(forward, key, x, 100) == mc.CPU_CHUNK_BUDGET_BYTES // per_sample
+  assert mc.automatic_chunk_size(forward, key, x, 1) == 1
+  # Intermediates inside nested programs (a scan's body) count too.
+  scanned = lambda k, x: jax.lax.scan(lambda c, _: (forward(k, c), None), x, length=2)[0]
+  assert mc.automatic_chunk_size(scanned, key, x, 100) == mc.CPU_CHUNK_BUDGET_BYTES // per_sample
+  small = lambda k, x: dropjax.dropout(k, x, 0.5)
+  assert mc.automatic_chunk_size(small, key, jnp.ones(8), 100) == 100
 
 
 def test_mc_mean_of_a_linear_model_approaches_weight_scaling():
@@ -135,6 +151,7 @@ _SHARDED_SCRIPT = r"""
 import jax, jax.numpy as jnp, numpy as np
 from flax import nnx
 import dropjax
+from dropjax import mc
 from dropjax.mc import mc_sample, module_forward
 from dropjax.models import MLP
 assert len(jax.devices()) == 4
