@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.extend.core import Literal
 from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 
@@ -36,36 +37,58 @@ CPU_CHUNK_BUDGET_BYTES = 8 << 20
 ACCELERATOR_CHUNK_BUDGET_BYTES = 1 << 30
 
 
-def _largest_intermediate_bytes(fn: Callable[..., Any], *args: Any) -> int:
-  """Bytes of the largest array ``fn(*args)`` computes (its jaxpr, nested ones included)."""
+def _bytes(aval: Any) -> int:
+  try:
+    return int(np.prod(aval.shape)) * np.dtype(aval.dtype).itemsize
+  except (AttributeError, TypeError):  # tokens; PRNG keys count as their key data
+    data = getattr(getattr(aval.dtype, "_impl", None), "key_shape", None)
+    return int(np.prod(aval.shape)) * int(np.prod(data)) * 4 if data is not None else 0
+
+
+def _sub_jaxprs(eqn: Any) -> list[Any]:
+  subs = []
+  for param in eqn.params.values():
+    for sub in param if isinstance(param, tuple | list) else (param,):
+      if hasattr(sub, "eqns"):
+        subs.append(sub)
+      elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
+        subs.append(sub.jaxpr)
+  return subs
+
+
+def _largest_sampled_bytes(forward: Forward, key: jax.Array, x: Any) -> int:
+  """Bytes of the largest array of ``forward(key, x)`` that depends on the key.
+
+  What does not depend on the key, vmap computes once for all samples, so it does not
+  grow with the chunk. Inside a nested program (a scan, a cond, a jitted call) that takes
+  the key, every array counts.
+  """
+  jaxpr = jax.make_jaxpr(forward)(key, x).jaxpr
+  sampled = set(jaxpr.invars[:len(jax.tree.leaves(key))])
   largest = 0
 
-  def visit(jaxpr):
+  def everything(inner):
     nonlocal largest
-    for eqn in jaxpr.eqns:
-      for var in eqn.outvars:
-        aval = var.aval
-        try:
-          size = int(np.prod(aval.shape)) * np.dtype(aval.dtype).itemsize
-        except (AttributeError, TypeError):  # tokens, PRNG keys
-          continue
-        largest = max(largest, size)
-      for param in eqn.params.values():
-        for sub in param if isinstance(param, tuple | list) else (param,):
-          if hasattr(sub, "eqns"):
-            visit(sub)
-          elif hasattr(sub, "jaxpr") and hasattr(sub.jaxpr, "eqns"):
-            visit(sub.jaxpr)
+    for eqn in inner.eqns:
+      largest = max([largest, *(_bytes(v.aval) for v in eqn.outvars)])
+      for sub in _sub_jaxprs(eqn):
+        everything(sub)
 
-  visit(jax.make_jaxpr(fn)(*args).jaxpr)
+  for eqn in jaxpr.eqns:
+    if any(not isinstance(v, Literal) and v in sampled for v in eqn.invars):
+      sampled.update(eqn.outvars)
+      largest = max([largest, *(_bytes(v.aval) for v in eqn.outvars)])
+      for sub in _sub_jaxprs(eqn):
+        everything(sub)
   return largest
 
 
 def automatic_chunk_size(forward: Forward, key: jax.Array, x: Any, num_samples: int) -> int:
   """The samples `mc_sample` vmaps at once when ``chunk_size`` is None.
 
-  As many as keep the largest intermediate of one sample's forward pass, times the chunk,
-  within `CPU_CHUNK_BUDGET_BYTES` on CPU (a cache-sized working set) or
+  As many as keep the largest intermediate of one sample's forward pass that depends on
+  the key (what does not, vmap computes once), times the chunk, within
+  `CPU_CHUNK_BUDGET_BYTES` on CPU (a cache-sized working set) or
   `ACCELERATOR_CHUNK_BUDGET_BYTES` elsewhere; at least 1, at most ``num_samples``.
 
   Args:
@@ -75,7 +98,7 @@ def automatic_chunk_size(forward: Forward, key: jax.Array, x: Any, num_samples: 
   Returns:
     The chunk size.
   """
-  per_sample = _largest_intermediate_bytes(forward, key, x)
+  per_sample = _largest_sampled_bytes(forward, key, x)
   budget = (CPU_CHUNK_BUDGET_BYTES if jax.default_backend() == "cpu"
             else ACCELERATOR_CHUNK_BUDGET_BYTES)
   return int(min(num_samples, max(1, budget // max(per_sample, 1))))
@@ -233,7 +256,7 @@ def mc_running_means(
     x: the inputs (any pytree), shared by every sample.
     num_samples: the sample counts k, strictly increasing positive ints (static).
     chunk_size: samples vmapped at once (bounds memory); None: one segment between two
-      counts at once.
+      counts at once (unlike `mc_sample`, no automatic choice).
 
   Returns:
     ``forward``'s outputs with a leading axis of size ``len(num_samples)``: the mean of

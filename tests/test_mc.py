@@ -13,12 +13,16 @@ from dropjax.mc import mc_predict, mc_running_means, mc_sample, module_forward
 from dropjax.models import MLP
 
 
-def test_chunking_does_not_change_the_masks():
+def test_chunking_does_not_change_the_masks(monkeypatch):
   # Pure masking: every sample is bitwise identical whatever the chunk size.
   forward = lambda k, x: dropjax.dropout(k, x, 0.5)
   x = jnp.arange(1.0, 65.0).reshape(8, 8)
   key = jax.random.key(3)
   full = jax.jit(lambda k, x: mc_sample(forward, k, x, 12, chunk_size=12))(key, x)
+  # A budget of 5 samples' masked arrays (8 x 8 float32): the automatic chunk is 5.
+  monkeypatch.setattr(mc, "CPU_CHUNK_BUDGET_BYTES", 5 * 8 * 8 * 4)
+  monkeypatch.setattr(mc, "ACCELERATOR_CHUNK_BUDGET_BYTES", 5 * 8 * 8 * 4)
+  assert mc.automatic_chunk_size(forward, key, x, 12) == 5
   for chunk in (1, 5, None):
     chunked = jax.jit(lambda k, x, c=chunk: mc_sample(forward, k, x, 12, chunk_size=c))(key, x)
     np.testing.assert_array_equal(chunked, full)
@@ -41,19 +45,25 @@ def test_chunking_changes_model_samples_only_by_float_reassociation():
   assert len({np.asarray(s).tobytes() for s in full}) == 10
 
 
-def test_the_automatic_chunk_keeps_the_largest_intermediate_within_the_budget():
+def test_the_automatic_chunk_keeps_the_largest_sampled_intermediate_within_the_budget():
+  if jax.default_backend() != "cpu":
+    pytest.skip("the CPU budget")
   w = jnp.ones((784, 1024))
-  forward = lambda k, x: dropjax.dropout(k, x @ w, 0.5) @ w.T  # largest: (1000, 1024) f32
+  # The largest array that depends on the key: the (1000, 1024) float32 masked product.
+  forward = lambda k, x: dropjax.dropout(k, x @ w, 0.5) @ w.T
   x, key = jnp.ones((1000, 784)), jax.random.key(0)
-  per_sample = 1000 * 1024 * 4
-  assert jax.default_backend() == "cpu"
-  assert mc.automatic_chunk_size(forward, key, x, 100) == mc.CPU_CHUNK_BUDGET_BYTES // per_sample
+  chunk = mc.CPU_CHUNK_BUDGET_BYTES // (1000 * 1024 * 4)
+  assert chunk == 2
+  assert mc.automatic_chunk_size(forward, key, x, 100) == chunk
   assert mc.automatic_chunk_size(forward, key, x, 1) == 1
-  # Intermediates inside nested programs (a scan's body) count too.
-  scanned = lambda k, x: jax.lax.scan(lambda c, _: (forward(k, c), None), x, length=2)[0]
-  assert mc.automatic_chunk_size(scanned, key, x, 100) == mc.CPU_CHUNK_BUDGET_BYTES // per_sample
-  small = lambda k, x: dropjax.dropout(k, x, 0.5)
-  assert mc.automatic_chunk_size(small, key, jnp.ones(8), 100) == 100
+  # Inside a nested program that takes the key (a scan's body), every array counts, even
+  # with a scalar carry.
+  scanned = lambda k, x: jax.lax.scan(lambda c, _: (c + forward(k, x).sum(), None), 0.0,
+                                      length=2)[0]
+  assert mc.automatic_chunk_size(scanned, key, x, 100) == chunk
+  # What does not depend on the key is computed once under vmap and does not count.
+  head = lambda k, x: dropjax.dropout(k, jnp.tanh(x @ w).sum(-1), 0.5)
+  assert mc.automatic_chunk_size(head, key, x, 100) == 100
 
 
 def test_mc_mean_of_a_linear_model_approaches_weight_scaling():
