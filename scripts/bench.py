@@ -200,13 +200,10 @@ def main():
   rows = (bench_train_steps(args.repeats) + bench_mc(max(3, args.repeats // 10))
           + bench_mc(max(3, args.repeats // 10), input_rate=0.0) + bench_uci_grid(3))
   meta = benchlib.machine_meta(start)
-  lines = [f"Benchmarks ({meta['device']}, {meta['cpu_count']} CPUs, jax {meta['jax']}; "
-           "`python scripts/bench.py`). Ratio: time / the baseline row of the same benchmark "
-           "(no dropout; the Python loop; the sequential loop).", "",
-           "| benchmark | variant | ms | ratio |", "|---|---|---|---|"]
-  lines += [f"| {r['benchmark']} | {r['variant']} | {r['ms']:.2f} | {r['ratio']:.2f} |"
-            for r in rows]
-  benchlib.write_results(args.out, "bench_suite", meta, rows, lines)
+  caption = (f"Benchmarks ({meta['device']}, {meta['cpu_count']} CPUs, jax {meta['jax']}; "
+             "`python scripts/bench.py`). Ratio: time / the baseline row of the same benchmark "
+             "(no dropout; the Python loop; the sequential loop).")
+  benchlib.write_results(args.out, "bench_suite", meta, rows, caption, benchlib.VARIANT_COLUMNS)
 
 if __name__ == "__main__":
   main()

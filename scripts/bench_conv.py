@@ -150,13 +150,10 @@ def main():
   rows = (bench_scanned_steps(args.repeats) + bench_ensemble(max(1, args.repeats // 2))
           + bench_pooling(args.repeats))
   meta = benchlib.machine_meta(start)
-  lines = [f"Convolutions in compiled loops ({meta['device']}, {meta['cpu_count']} CPUs, jax "
-           f"{meta['jax']}; `python scripts/bench_conv.py`). Ratio: time / the first row of "
-           "the same benchmark.", "",
-           "| benchmark | variant | ms | ratio |", "|---|---|---|---|"]
-  lines += [f"| {r['benchmark']} | {r['variant']} | {r['ms']:.2f} | {r['ratio']:.2f} |"
-            for r in rows]
-  benchlib.write_results(args.out, "bench_conv", meta, rows, lines)
+  caption = (f"Convolutions in compiled loops ({meta['device']}, {meta['cpu_count']} CPUs, jax "
+             f"{meta['jax']}; `python scripts/bench_conv.py`). Ratio: time / the first row of "
+             "the same benchmark.")
+  benchlib.write_results(args.out, "bench_conv", meta, rows, caption, benchlib.VARIANT_COLUMNS)
 
 
 if __name__ == "__main__":

@@ -68,13 +68,12 @@ def main():
         rows.extend(bench_case(size, jnp.dtype(dtype), impl, args.rate, args.repeats))
         print(f"done size={size} dtype={dtype} impl={impl}", flush=True)
   meta = benchlib.machine_meta(start)
-  lines = [f"Dropout op time as a multiple of `x * 2` (rate {args.rate}; {meta['device']}, "
-           f"{meta['cpu_count']} CPUs, jax {meta['jax']}; `python scripts/bench_ops.py`).", "",
-           "| size | dtype | PRNG | op | ms | × `x*2` | × Flax |", "|---|---|---|---|---|---|---|"]
-  for r in rows:
-    lines.append(f"| {r['size']:,} | {r['dtype']} | {r['impl']} | {r['op']} | {r['ms']:.2f} | "
-                 f"{r['vs_x2']:.2f} | {r['vs_flax']:.2f} |")
-  benchlib.write_results(args.out, "bench_ops", meta, rows, lines)
+  caption = (f"Dropout op time as a multiple of `x * 2` (rate {args.rate}; {meta['device']}, "
+             f"{meta['cpu_count']} CPUs, jax {meta['jax']}; `python scripts/bench_ops.py`).")
+  columns = [("size", "size", ","), ("dtype", "dtype", "s"), ("impl", "PRNG", "s"),
+             ("op", "op", "s"), ("ms", "ms", ".2f"), ("vs_x2", "× `x*2`", ".2f"),
+             ("vs_flax", "× Flax", ".2f")]
+  benchlib.write_results(args.out, "bench_ops", meta, rows, caption, columns)
 
 if __name__ == "__main__":
   main()

@@ -145,14 +145,13 @@ def main():
       rows.append({"benchmark": name, "devices": n, "ms": values[key],
                    "ratio": values[key] / base[key]})
   meta = benchlib.machine_meta(start)
-  lines = [f"Scaling over simulated devices ({meta['device']}, {meta['cpu_count']} CPUs shared "
-           f"by every device, jax {meta['jax']}; `python scripts/bench_scaling.py`). Ratio: "
-           "time / one device. The devices share the cores, so this measures what sharding "
-           "costs, not what real devices gain.", "",
-           "| benchmark | devices | ms | ratio |", "|---|---|---|---|"]
-  lines += [f"| {r['benchmark']} | {r['devices']} | {r['ms']:.1f} | {r['ratio']:.2f} |"
-            for r in rows]
-  benchlib.write_results(args.out, "bench_scaling", meta, rows, lines)
+  caption = (f"Scaling over simulated devices ({meta['device']}, {meta['cpu_count']} CPUs "
+             f"shared by every device, jax {meta['jax']}; `python scripts/bench_scaling.py`). "
+             "Ratio: time / one device. The devices share the cores, so this measures what "
+             "sharding costs, not what real devices gain.")
+  columns = [("benchmark", "benchmark", "s"), ("devices", "devices", "d"), ("ms", "ms", ".1f"),
+             ("ratio", "ratio", ".2f")]
+  benchlib.write_results(args.out, "bench_scaling", meta, rows, caption, columns)
 
 
 if __name__ == "__main__":

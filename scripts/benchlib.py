@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -11,6 +12,14 @@ from typing import Any
 import jax
 
 from dropjax import io
+
+# The tables are the studies' (experiments/reporting.py), beside the library.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments.reporting import markdown_table
+
+# The columns of a table of timed variants with their ratio to a baseline row.
+VARIANT_COLUMNS = (("benchmark", "benchmark", "s"), ("variant", "variant", "s"),
+                   ("ms", "ms", ".2f"), ("ratio", "ratio", ".2f"))
 
 
 def machine_meta(start: float) -> dict[str, Any]:
@@ -22,11 +31,13 @@ def machine_meta(start: float) -> dict[str, Any]:
 
 
 def write_results(out: str, name: str, meta: dict[str, Any], rows: list[dict[str, Any]],
-                  lines: Sequence[str]) -> None:
+                  caption: str, columns: Sequence[tuple[str, str, str]]) -> None:
   """Writes ``out/name[_platform].json`` and ``.md`` atomically (CPU results keep the bare
-  name, so a GPU run never overwrites them) and prints the table."""
+  name, so a GPU run never overwrites them) and prints the table: ``caption``, then
+  ``rows`` under ``columns`` (``(key, header, format spec)``)."""
   platform_name = jax.devices()[0].platform
   suffix = "" if platform_name == "cpu" else f"_{platform_name}"
+  text = f"{caption}\n\n{markdown_table(rows, columns)}"
   io.write_json_atomic(os.path.join(out, f"{name}{suffix}.json"), {"meta": meta, "rows": rows})
-  io.write_text_atomic(os.path.join(out, f"{name}{suffix}.md"), "\n".join(lines) + "\n")
-  print("\n".join(lines))
+  io.write_text_atomic(os.path.join(out, f"{name}{suffix}.md"), text)
+  print(text, end="")
