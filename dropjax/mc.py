@@ -67,19 +67,17 @@ def _largest_sampled_bytes(forward: Forward, key: jax.Array, x: Any) -> int:
   sampled = set(jaxpr.invars[:len(jax.tree.leaves(key))])
   largest = 0
 
-  def everything(inner):
+  def count(eqn):  # its outputs and everything its nested programs compute
     nonlocal largest
-    for eqn in inner.eqns:
-      largest = max([largest, *(_bytes(v.aval) for v in eqn.outvars)])
-      for sub in _sub_jaxprs(eqn):
-        everything(sub)
+    largest = max([largest, *(_bytes(v.aval) for v in eqn.outvars)])
+    for sub in _sub_jaxprs(eqn):
+      for inner in sub.eqns:
+        count(inner)
 
   for eqn in jaxpr.eqns:
     if any(not isinstance(v, Literal) and v in sampled for v in eqn.invars):
       sampled.update(eqn.outvars)
-      largest = max([largest, *(_bytes(v.aval) for v in eqn.outvars)])
-      for sub in _sub_jaxprs(eqn):
-        everything(sub)
+      count(eqn)
   return largest
 
 
