@@ -296,17 +296,22 @@ def replace_dropout(model: _M, make_layer: Callable[[nnx.Dropout], nnx.Module]) 
   if not found:
     raise ValueError(f"replace_dropout: {type(model).__name__} has no flax.nnx.Dropout layer.")
   for path, old in found:
-    parent = model
-    for part in path[:-1]:
-      parent = parent[part] if isinstance(part, int) else getattr(parent, part)
     new = make_layer(old)
     if hasattr(new, "deterministic") and old.deterministic is not None:
       new.deterministic = old.deterministic
-    if isinstance(path[-1], int):
-      parent[path[-1]] = new
-    else:
-      setattr(parent, path[-1], new)
+    _replace_at(model, path, new)
   return model
+
+
+def _replace_at(model: nnx.Module, path: tuple[Any, ...], new: nnx.Module) -> None:
+  """Puts ``new`` at ``path`` (attributes and list indices) inside ``model``."""
+  parent = model
+  for part in path[:-1]:
+    parent = parent[part] if isinstance(part, int) else getattr(parent, part)
+  if isinstance(path[-1], int):
+    parent[path[-1]] = new
+  else:
+    setattr(parent, path[-1], new)
 
 
 class Identity(nnx.Module):
@@ -701,3 +706,132 @@ class LSTM(StochasticLayer):
     zeros = jnp.zeros((batch, hidden), xs.dtype)
     _, hs = jax.lax.scan(body, (zeros, zeros), scanned)
     return jnp.swapaxes(hs, 0, 1)
+
+
+class Frozen(nnx.Variable):
+  """A weight that training leaves alone: `dropjax.train` differentiates ``nnx.Param`` only,
+  and optimizers built with ``wrt=nnx.Param`` skip it."""
+
+
+def freeze(model: _M, *, keep: Callable[[tuple[Any, ...]], bool] = lambda path: False) -> _M:
+  """Turns every ``nnx.Param`` of ``model`` into `Frozen`, in place, except under ``keep``.
+
+  Args:
+    model: an NNX model.
+    keep: takes a module's path (attribute names and list indices, as
+      ``nnx.iter_modules`` gives it) and says whether that module's parameters stay
+      trainable, e.g. ``lambda path: path[:1] == ("head",)``.
+
+  Returns:
+    ``model``.
+  """
+  for path, module in nnx.iter_modules(model):
+    if keep(tuple(path)):
+      continue
+    for name, value in list(vars(module).items()):
+      if type(value) is nnx.Param:
+        setattr(module, name, Frozen(value[...]))
+  return model
+
+
+def _check_lora(rank: Any, rate: Any, alpha: Any) -> None:
+  if not isinstance(rank, int | np.integer) or isinstance(rank, bool) or rank < 1:
+    raise ValueError(f"`rank` must be a positive int; got {rank!r}.")
+  check_rate(rate, "rate")
+  if alpha is not None and not (isinstance(alpha, int | float) and alpha > 0):
+    raise ValueError(f"`alpha` must be a positive number or None (= rank); got {alpha!r}.")
+
+
+class LoRALinear(nnx.Module):
+  """A frozen ``nnx.Linear`` plus a trainable low-rank update with dropout on its input.
+
+  ``base(x) + (alpha / rank) * dropout(x) @ lora_a @ lora_b``, as in PEFT's ``lora.Linear``:
+  ``lora_dropout`` drops the update's input only, so the frozen path sees ``x`` intact;
+  ``lora_a`` starts ``U(-1/sqrt(in), 1/sqrt(in))`` (PyTorch's Kaiming-uniform with
+  ``a = sqrt(5)``) and ``lora_b`` at 0, so the wrapped layer starts as ``base``.
+
+  Args:
+    base: the layer to adapt; its kernel and bias become `Frozen`.
+    rank: the update's rank r >= 1.
+    rate: ``lora_dropout``, the dropout probability (not the keep rate) on the update's
+      input; may be an array (traced under ``jax.vmap``).
+    alpha: the update's scale numerator; None for ``rank`` (a scale of 1).
+    rngs: ``nnx.Rngs`` with ``params`` and ``dropout`` streams.
+
+  References:
+    Hu et al. "LoRA: low-rank adaptation of large language models." ICLR 2022.
+  """
+
+  def __init__(self, base: nnx.Linear, rank: int, *, rate: float = 0.0,
+               alpha: float | None = None, rngs: nnx.Rngs):
+    if not isinstance(base, nnx.Linear):
+      raise TypeError(f"`base` must be an nnx.Linear; got {type(base).__name__}.")
+    _check_lora(rank, rate, alpha)
+    self.base = freeze(base)
+    in_features, out_features = base.in_features, base.out_features
+    bound = 1.0 / np.sqrt(in_features)
+    dtype = base.kernel[...].dtype
+    self.lora_a = nnx.Param(jax.random.uniform(rngs.params(), (in_features, rank), dtype,
+                                               -bound, bound))
+    self.lora_b = nnx.Param(jnp.zeros((rank, out_features), dtype))
+    self.scale = float(alpha if alpha is not None else rank) / rank
+    self.drop = Dropout(rate, rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    update = self.drop(x) @ self.lora_a[...] @ self.lora_b[...]
+    return self.base(x) + self.scale * update
+
+
+def add_lora(model: _M, targets: Sequence[str], *, rank: int, rate: float = 0.0,
+             alpha: float | None = None, trainable: Sequence[str] = (),
+             rngs: nnx.Rngs) -> _M:
+  """Freezes ``model`` and wraps its ``nnx.Linear`` layers named in ``targets`` in LoRA.
+
+  Args:
+    model: an NNX model, e.g. a pretrained `dropjax.models.TransformerClassifier`.
+    targets: attribute names of the linear layers to adapt, wherever they sit (e.g.
+      ``("qkv", "out")`` in every block); each must match at least one ``nnx.Linear``.
+    rank, rate, alpha: see `LoRALinear` (``rate`` is ``lora_dropout``).
+    trainable: attribute names of modules that stay trainable in full (PEFT's
+      ``modules_to_save``), e.g. a new task's ``("head",)``.
+    rngs: ``nnx.Rngs`` for the new factors and the LoRA dropout.
+
+  Returns:
+    ``model``: only the LoRA factors and the ``trainable`` modules are ``nnx.Param``.
+
+  Example:
+    >>> from flax import nnx
+    >>> import dropjax
+    >>> from dropjax.models import TransformerClassifier
+    >>> model = TransformerClassifier(28, 10, max_length=28, rngs=nnx.Rngs(0))
+    >>> model = dropjax.layers.add_lora(model, ("qkv", "out"), rank=4, rate=0.05,
+    ...                                 trainable=("head",), rngs=nnx.Rngs(1))
+    >>> sorted({path[-1] for path, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))})
+    ['bias', 'kernel', 'lora_a', 'lora_b']
+  """
+  targets, trainable = tuple(targets), tuple(trainable)
+  _check_lora(rank, rate, alpha)
+  if not targets:
+    raise ValueError("`targets` must name at least one nnx.Linear attribute, e.g. ('qkv',).")
+  found = {name: [] for name in targets}
+  for path, module in nnx.iter_modules(model):
+    if path and path[-1] in found and isinstance(module, nnx.Linear):
+      found[path[-1]].append(tuple(path))
+  missing = [name for name, paths in found.items() if not paths]
+  if missing:
+    linears = sorted({str(p[-1]) for p, m in nnx.iter_modules(model)
+                      if p and isinstance(m, nnx.Linear)})
+    raise ValueError(f"`targets` {tuple(missing)} match no nnx.Linear of "
+                     f"{type(model).__name__}; its linear layers are named {linears}.")
+  unknown = [name for name in trainable
+             if not any(p and p[-1] == name for p, _ in nnx.iter_modules(model))]
+  if unknown:
+    raise ValueError(f"`trainable` {tuple(unknown)} match no module of {type(model).__name__}.")
+  freeze(model, keep=lambda path: any(name in path for name in trainable))
+  for paths in found.values():
+    for path in paths:
+      base = model
+      for part in path:
+        base = base[part] if isinstance(part, int) else getattr(base, part)
+      _replace_at(model, path, LoRALinear(base, rank, rate=rate, alpha=alpha, rngs=rngs))
+  return model

@@ -170,13 +170,20 @@ class MLP(nnx.Module):
     self.norms = nnx.List(norms)
     self.input_dims = tuple(sizes[:-1])
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  @property
+  def output_layer(self) -> nnx.Module:
+    return self.denses[-1]
+
+  def penultimate(self, x: jax.Array) -> jax.Array:
+    """Every layer before the last dropout: the inputs of `output_layer` (what a
+    last-layer Laplace approximation, `dropjax.laplace`, conditions on)."""
     h = x.reshape(x.shape[0], -1)
-    for i, (drop, dense) in enumerate(zip(self.drops, self.denses, strict=True)):
-      h = dense(drop(h))
-      if i < len(self.denses) - 1:
-        h = self.activation(self.norms[i](h))
+    for i in range(len(self.denses) - 1):
+      h = self.activation(self.norms[i](self.denses[i](self.drops[i](h))))
     return h
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.output_layer(self.drops[-1](self.penultimate(x)))
 
   def penalty(self) -> jax.Array:
     """The Concrete-dropout penalty of every ``(dropout, dense)`` pair, for the loss."""
@@ -392,9 +399,20 @@ class KerasMnistCNN(nnx.Module):
     h = jax.nn.relu(self.conv2(jax.nn.relu(self.conv1(x))))
     return max_pool_2x2(h)
 
-  def head(self, h: jax.Array) -> jax.Array:
+  def _hidden(self, h: jax.Array) -> jax.Array:
     h = self.conv_drop(h).reshape(h.shape[0], -1)
-    return self.dense2(self.dense_drop(jax.nn.relu(self.dense1(h))))
+    return jax.nn.relu(self.dense1(h))
+
+  @property
+  def output_layer(self) -> nnx.Module:
+    return self.dense2
+
+  def penultimate(self, x: jax.Array) -> jax.Array:
+    """The inputs of `output_layer` (for `dropjax.laplace`)."""
+    return self._hidden(self.features(x))
+
+  def head(self, h: jax.Array) -> jax.Array:
+    return self.dense2(self.dense_drop(self._hidden(h)))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.head(self.features(x))
@@ -436,12 +454,21 @@ class LeNet5(nnx.Module):
     h = max_pool_2x2(jax.nn.relu(self.conv2(h)))
     return h.reshape(h.shape[0], -1)
 
-  def head(self, h: jax.Array) -> jax.Array:
-    for i, (drop, dense) in enumerate(zip(self.drops, self.denses, strict=True)):
-      h = dense(drop(h))
-      if i < len(self.denses) - 1:
-        h = jax.nn.relu(h)
+  def _hidden(self, h: jax.Array) -> jax.Array:
+    for drop, dense in zip(self.drops[:-1], self.denses[:-1], strict=True):
+      h = jax.nn.relu(dense(drop(h)))
     return h
+
+  @property
+  def output_layer(self) -> nnx.Module:
+    return self.denses[-1]
+
+  def penultimate(self, x: jax.Array) -> jax.Array:
+    """The inputs of `output_layer` (for `dropjax.laplace`)."""
+    return self._hidden(self.features(x))
+
+  def head(self, h: jax.Array) -> jax.Array:
+    return self.denses[-1](self.drops[-1](self._hidden(h)))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return self.head(self.features(x))
@@ -519,8 +546,20 @@ class TransformerBlock(nnx.Module):
     return x + self.residual_drop2(h)
 
 
+# The linear layers of a `TransformerBlock` that LoRA fine-tuning adapts by default.
+LORA_TARGETS = ("qkv", "out", "ffn1", "ffn2")
+
+
 class TransformerClassifier(nnx.Module):
-  """Tokens (e.g. image rows) -> embedding (+ embedding dropout) -> blocks -> mean-pool -> head."""
+  """Tokens (e.g. image rows) -> embedding (+ embedding dropout) -> blocks -> mean-pool -> head.
+
+  Dropout sits at four places: the embedding (``embedding_rate``), the attention
+  probabilities (``attention_rate``), the feed-forward hidden layer (``ffn_rate``) and each
+  residual branch (``residual_rate``). For LoRA fine-tuning with ``lora_dropout``, wrap a
+  trained model with ``dropjax.layers.add_lora(model, LORA_TARGETS, rank=..., rate=...,
+  trainable=("head",), rngs=...)``: the blocks' linear layers get low-rank updates, and
+  everything but the updates and the head is frozen.
+  """
 
   def __init__(
       self,

@@ -7,11 +7,11 @@ fields of a nested ConfigDict and the items of a tuple):
 
 - ``*rate`` / ``*rates`` (not ``learning_rate``): probabilities in [0, 1];
 - ``*fraction`` / ``*fractions``: in [0, 1];
-- counts (``*epochs``, ``*_size``, ``*samples``, ``*seeds``, ``hidden``, ...): positive
+- counts (``*epochs``, ``*_size``, ``*samples``, ``*seeds``, ``*_steps``, ``hidden``, ...): positive
   integers; ``seed``, ``num_splits``, ``test_size``, ``train_size``, ``validation_size``,
   ``devices`` (0 has a meaning there): non-negative integers;
 - scales (``learning_rate``, ``*length_scale``, ``temperature``, ``tau*``, ``*_eps``,
-  ``max_norm``): positive finite numbers; penalties (``l2``, ``weight_decay*``):
+  ``max_norm``, ``*_alpha``): positive finite numbers; penalties (``l2``, ``weight_decay*``):
   non-negative finite numbers;
 - ``mask_min_bits``: one of 1, 2, 4, 8.
 
@@ -36,15 +36,17 @@ from dropjax import masks
 
 # The studies `experiments.main` runs: module ``experiments.<name>`` with its ``STUDY``.
 STUDIES = ("active_learning", "concrete_dropout", "concrete_mnist", "ensemble_interpretation",
-           "mc_calibration", "regularizers", "uci", "uci_concrete", "variant_comparison")
+           "finetuning", "mc_calibration", "regularizers", "uci", "uci_concrete",
+           "variant_comparison")
 
 _NON_NEGATIVE_INTS = ("seed", "split_seed", "num_splits", "test_size", "train_size",
                       "validation_size", "devices")
 _COUNT_SUFFIXES = ("epochs", "_size", "sizes", "samples", "seeds", "repeats", "rounds", "hidden",
                    "channels", "features", "_units", "_bins", "_multiplier", "_per_class",
-                   "_subset", "patience", "ks", "_match")
+                   "_subset", "patience", "ks", "_match", "_steps", "_rank", "num_heads",
+                   "num_blocks")
 _SCALE_SUFFIXES = ("learning_rate", "length_scale", "temperature", "tau", "tau_values", "_eps",
-                   "max_norm")
+                   "max_norm", "_alpha")
 _PENALTIES = ("l2", "weight_decay", "weight_decay_c")
 
 

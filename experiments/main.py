@@ -22,6 +22,7 @@ from experiments.active_learning import study as active_learning
 from experiments.concrete_dropout import study as concrete_dropout
 from experiments.concrete_mnist import study as concrete_mnist
 from experiments.ensemble_interpretation import study as ensemble_interpretation
+from experiments.finetuning import study as finetuning
 from experiments.mc_calibration import study as mc_calibration
 from experiments.regularizers import study as regularizers
 from experiments.uci import study as uci
@@ -30,8 +31,8 @@ from experiments.variant_comparison import study as variant_comparison
 
 # Every registered study (`experiments.study.Study`), by the value of ``config.study``.
 STUDIES = {module.STUDY.name: module.STUDY for module in (
-    active_learning, concrete_dropout, concrete_mnist, ensemble_interpretation, mc_calibration,
-    regularizers, uci, uci_concrete, variant_comparison)}
+    active_learning, concrete_dropout, concrete_mnist, ensemble_interpretation, finetuning,
+    mc_calibration, regularizers, uci, uci_concrete, variant_comparison)}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A study config file.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the study writes config, results, plots.")

@@ -84,6 +84,8 @@ STUDIES = {
     "concrete_mlp": Study("concrete_mnist", "mnist", lambda o: {
         "results.md": f"concrete-mlp-{_dashed(o)}.md",
         "learned_rates.png": f"concrete_mlp_{o}.png"}),
+    "finetuning": Study("finetuning", "digits", lambda o: {
+        "results.md": f"finetuning-{_dashed(o)}.md", "finetuning.png": f"finetuning_{o}.png"}),
     "regularizers": Study("regularizers", "digits", lambda o: {
         "results.md": f"regularizers-{_dashed(o)}.md",
         "regularizers.png": f"regularizers_{o}.png"}),

@@ -36,8 +36,16 @@ def test_quick_study_reports_every_method_over_seeds(tmp_path):
   out = main.run_study(config, str(tmp_path))
   summary = out["summary"]
   assert [r["method"] for r in summary["clean"]] == [
-      "vanilla", "temperature scaling", "deep ensemble (2)", "dropout net, no MC",
-      "MC dropout (S=1)", "MC dropout (S=4)"]
+      "vanilla", "temperature scaling", "last-layer Laplace", "deep ensemble (2)",
+      "dropout net, no MC", "MC dropout (S=1)", "MC dropout (S=4)"]
+  # Laplace keeps the vanilla net's mean logits; the probit scales each class by its own
+  # factor, which changes an argmax only near a tie.
+  by_method = {r["method"]: r for r in summary["clean"]}
+  assert abs(by_method["last-layer Laplace"]["accuracy"]
+             - by_method["vanilla"]["accuracy"]) <= 0.02
+  assert all(run["laplace_prior_precision"] > 0 for run in out["runs"])
+  assert len(out["laplace_comparisons"]) == 8
+  assert "last-layer Laplace: predictive entropy" in {r["score"] for r in summary["ood"]}
   for row in summary["clean"] + summary["shifted"]:
     assert 0 <= row["ece"] <= 1 and np.isfinite(row["nll"]) and row["nll_se"] >= 0
   runs = out["runs"]
@@ -98,6 +106,9 @@ def test_models_follow_the_config():
     ("mc_samples", (10, 1), "strictly increasing"),
     ("rotation_order", 7, r"0\.\.5"),
     ("angles", (15, 30), "must hold 0"),
+    ("laplace_structure", "diag", "'kron'"),
+    ("laplace_hessian", "fisher", "'ef'"),
+    ("laplace_link", "bridge", "'probit'"),
 ])
 def test_bad_configs_are_refused(field, value, message):
   config = config_lib.get_config("quick")

@@ -14,7 +14,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _PUBLISHED = ["variant_comparison", "variant_comparison:full", "variant_comparison:mnist_cpu",
               "ensemble", "calibration", "calibration:mnist_lenet", "active_learning",
               "active_learning:mnist_cpu", "concrete_synthetic", "concrete_mlp", "regularizers",
-              "regularizers:mnist_cpu"]
+              "regularizers:mnist_cpu", "calibration:digits", "finetuning", "finetuning:mnist"]
 
 
 @pytest.mark.parametrize("spec", _PUBLISHED)

@@ -28,11 +28,12 @@ def _numbers(value):
   return value
 
 
-# The two costliest quick configs, cut as their own tests cut them (every variant and every
-# method trains in those tests, and the rate tuning is tested there), to keep the suite's
-# time: each study here runs twice.
+# The costliest quick configs, cut as their own tests cut them (every variant, method and
+# grid point trains in those tests, and the rate tuning is tested there), to keep the
+# suite's time: each study here runs twice.
 _CUTS = {"variant_comparison": {"variants": ("none", "dropout"), "tune_scales": (1.0,)},
-         "regularizers": {"models": ("mlp",), "methods": ("none", "dropout")}}
+         "regularizers": {"models": ("mlp",), "methods": ("none", "dropout")},
+         "finetuning": {"train_sizes": (20,)}}
 
 
 def _quick_config(name, data_dir):

@@ -23,7 +23,7 @@ from absl import logging
 from flax import nnx
 from scipy import ndimage
 
-from dropjax import metrics, uncertainty
+from dropjax import laplace, metrics, uncertainty
 from dropjax.calibration import fit_temperature
 from dropjax.data import Split
 from dropjax.mc import mc_running_means, mc_sample, module_forward
@@ -39,6 +39,7 @@ INITIALISERS = {"glorot_uniform": jax.nn.initializers.glorot_uniform(),
                 "lecun_normal": jax.nn.initializers.lecun_normal()}
 METRICS = ("accuracy", "nll", "brier", "ece")
 VANILLA, TEMPERATURE, DROPOUT_WS = "vanilla", "temperature scaling", "dropout net, no MC"
+LAPLACE = "last-layer Laplace"
 
 
 def mc_method(samples: int) -> str:
@@ -116,11 +117,27 @@ def _logits(model: nnx.Module, x: jax.Array) -> jax.Array:
   return nnx.jit(lambda m, x: m(x))(model, x)
 
 
-def _probs_of_methods(config, members, dropout_net, temperature, x, key) -> dict[str, Any]:
+def fit_laplace(config, model: nnx.Module, train: Split) -> laplace.LastLayerLaplace:
+  """The last-layer Laplace approximation of a trained vanilla net, on its training set."""
+  return laplace.fit_model_laplace(model, train.images, train.labels,
+                                   hessian=config.laplace_hessian,
+                                   structure=config.laplace_structure)
+
+
+def laplace_probs(config, model, posterior, x, key) -> jax.Array:
+  return laplace.predictive_probs(posterior, laplace.last_layer_features(model, x),
+                                  link=config.laplace_link, key=key,
+                                  num_samples=max(config.mc_samples))
+
+
+def _probs_of_methods(config, members, posterior, dropout_net, temperature, x,
+                      key) -> dict[str, Any]:
   """Every method's class probabilities on ``x``."""
   member_probs = [jax.nn.softmax(_logits(m, x)) for m in members]
   first = _logits(members[0], x)
   probs = {VANILLA: member_probs[0], TEMPERATURE: jax.nn.softmax(first / temperature),
+           LAPLACE: laplace_probs(config, members[0], posterior, x,
+                                  jax.random.fold_in(key, 1)),
            ensemble_method(len(members)): jnp.mean(jnp.stack(member_probs), 0),
            DROPOUT_WS: jax.nn.softmax(_logits(dropout_net, x))}
   forward = module_forward(dropout_net)
@@ -145,18 +162,20 @@ def seed_run(config: ml_collections.ConfigDict, train: Split, validation: Split,
   dropout_net = train_family(config, train, 10, "dropout", shift_models["dropout"], 1)[0]
   temperature = float(fit_temperature(_logits(members[0], jnp.asarray(validation.images)),
                                       validation.labels))
+  posterior = fit_laplace(config, members[0], train)
   mc_key = jax.random.fold_in(root, 2)
   shift = []
   for angle in config.angles:
     x = jnp.asarray(rotate(test.images, angle, config.rotation_order))
-    probs = _probs_of_methods(config, members, dropout_net, temperature, x,
+    probs = _probs_of_methods(config, members, posterior, dropout_net, temperature, x,
                               jax.random.fold_in(mc_key, angle))
     for method, p in probs.items():
       shift.append({"angle": angle, "method": method,
                     **metrics.summary(p, test.labels, config.ece_bins)})
   ood = ood_run(config, train, validation, test, jax.random.fold_in(root, 1))
-  return {"seed": seed, "temperature": temperature, "shift": shift, "ood": ood,
-          "seconds": time.perf_counter() - tic}
+  return {"seed": seed, "temperature": temperature,
+          "laplace_prior_precision": float(posterior.prior_precision), "shift": shift,
+          "ood": ood, "seconds": time.perf_counter() - tic}
 
 
 def ood_run(config, train, validation, test, key) -> list[dict[str, Any]]:
@@ -176,12 +195,15 @@ def ood_run(config, train, validation, test, key) -> list[dict[str, Any]]:
                                               chunk_size=config.mc_chunk_size))(
       forward, jax.random.fold_in(key, 2), x)
   vanilla = jax.nn.softmax(_logits(members[0], x))
+  posterior = fit_laplace(config, members[0], inside_train)
+  laplace_pred = laplace_probs(config, members[0], posterior, x, jax.random.fold_in(key, 3))
   ensemble = jnp.mean(jnp.stack([jax.nn.softmax(_logits(m, x)) for m in members]), 0)
   scores = {
       "MC dropout: predictive entropy": uncertainty.predictive_entropy(samples),
       "MC dropout: mutual information (BALD)": uncertainty.mutual_information(samples),
       "MC dropout: variation ratio": uncertainty.variation_ratio(samples),
       "vanilla: entropy": uncertainty.predictive_entropy(vanilla[None]),
+      f"{LAPLACE}: predictive entropy": uncertainty.predictive_entropy(laplace_pred[None]),
       f"{ensemble_method(len(members))}: predictive entropy":
           uncertainty.predictive_entropy(ensemble[None]),
   }
@@ -284,6 +306,28 @@ def findings(config, runs) -> list[dict[str, Any]]:
   return out
 
 
+def laplace_comparisons(config, runs) -> list[dict[str, Any]]:
+  """Last-layer Laplace against each other method, paired over seeds (not a finding of
+  Ovadia et al., who had no Laplace): ``difference`` = Laplace minus the rival, so < 0
+  favours Laplace on every metric used (NLL, Brier, ECE: lower is better)."""
+  rivals = [VANILLA, TEMPERATURE, mc_method(max(config.mc_samples)),
+            ensemble_method(config.ensemble_size)]
+  out = []
+  for test_set, angle_filter in (("clean", lambda a: a == 0),
+                                 ("rotated (mean over angles)", lambda a: a != 0)):
+    for rival in rivals:
+      row: dict[str, Any] = {"test set": test_set, "rival": rival}
+      for metric in ("nll", "brier", "ece"):
+        mean, se = reporting.paired_difference(_per_seed(runs, angle_filter, LAPLACE, metric),
+                                               _per_seed(runs, angle_filter, rival, metric))
+        decided = reporting.exceeds_two_se(mean, se)
+        row[metric] = (f"{mean:+.4f} ± {se:.4f}"
+                       + (" (Laplace better)" if decided and mean < 0 else
+                          " (Laplace worse)" if decided else " (not decided)"))
+      out.append(row)
+  return out
+
+
 def _plot(summary):
   plt = reporting.pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -347,6 +391,15 @@ def protocol_rows(config: ml_collections.ConfigDict, train: Split,
       ("temperature scaling", "the first vanilla member, T fitted on the validation NLL",
        "'Vanilla model calibrated on in-distribution'; the MNIST fitting split is not in "
        "the stored code", "README.md L16"),
+      ("last-layer Laplace (not in the paper)",
+       f"the first vanilla net's output layer, {config.laplace_hessian.upper()} "
+       f"{config.laplace_structure}, prior precision by marginal likelihood, "
+       f"{config.laplace_link} predictive, fitted on the training split",
+       "laplace-torch's defaults: last layer, K-FAC; its predictive's default link is "
+       "the probit; optimize_prior_precision's default method is the marginal likelihood",
+       "aleximmer/Laplace laplace/laplace.py L5 (at 07199b7); laplace/baselaplace.py "
+       "ParametricLaplace.__call__ and optimize_prior_precision; Daxberger et al., "
+       "NeurIPS 2021"),
       ("deep ensemble", f"{config.ensemble_size} vanilla members",
        "10 members ('the ensemble model used 10 instances'); 5 'may be sufficient'",
        f"{PAPER}, App. A.1 and Sec. 5; README.md L18"),
@@ -379,6 +432,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   config_checks.check_dataset(config)
   config_checks.check_choice(config, "model", MODELS)
   config_checks.check_choice(config, "init", tuple(INITIALISERS))
+  config_checks.check_choice(config, "laplace_hessian", laplace.HESSIANS)
+  config_checks.check_choice(config, "laplace_structure", laplace.STRUCTURES)
+  config_checks.check_choice(config, "laplace_link", laplace.LINKS)
   if sorted(config.hparams.keys()) != sorted(FAMILIES):
     raise config_checks.ConfigError(
         f"config.hparams must hold exactly {FAMILIES}; got {sorted(config.hparams.keys())}.")
@@ -420,6 +476,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sectio
     runs.append(run)
   summary = summarise(config, runs)
   found = findings(config, runs)
+  versus_laplace = laplace_comparisons(config, runs)
+  precisions = [run["laplace_prior_precision"] for run in runs]
   seconds = sum(run["seconds"] for run in runs)
   columns = (("method", "method", "s"), ("accuracy", "accuracy", "s"), ("nll", "NLL", "s"),
              ("brier", "Brier (ours; theirs = ours - 1)", "s"), ("ece", "ECE", "s"))
@@ -445,6 +503,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sectio
                     for d in f["differences"])
         + f") | {f['holds']} / {f['not decided']} / {f['reversed']} of {f['angles']} |"
         for f in found], "",
+      f"{LAPLACE} ({config.laplace_hessian.upper()}, {config.laplace_structure}, "
+      f"{config.laplace_link} predictive, on the first vanilla net; prior precision by "
+      f"marginal likelihood: {min(precisions):.3g} to {max(precisions):.3g} over seeds) "
+      "against the other methods, paired over seeds: Laplace minus the rival, mean ± s.e. "
+      "(lower is better; decided = beyond 2 s.e.). Not in the paper: our comparison.", "",
+      reporting.markdown_table(versus_laplace, (
+          ("test set", "test set", "s"), ("rival", "rival", "s"), ("nll", "NLL", "s"),
+          ("brier", "Brier", "s"), ("ece", "ECE", "s"))),
       "OOD detection, train on digits 0-4, test 0-4 (in) vs 5-9 (out):", "",
       reporting.markdown_table(reporting.mean_se_cells(summary["ood"],
                                                   ("auroc", "aupr", "fpr_at_95_tpr")),
@@ -454,7 +520,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sectio
       reporting.protocol_table(protocol_rows(config, train, validation)),
   ])
   return study.Report(
-      summary={"summary": summary, "findings": found, "runs": runs}, markdown=text,
+      summary={"summary": summary, "findings": found, "laplace_comparisons": versus_laplace,
+               "runs": runs}, markdown=text,
       rows=[{"test set": "clean", **r} for r in summary["clean"]]
       + [{"test set": "rotated (mean over angles)", **r} for r in summary["shifted"]],
       figures={"shift.png": _plot(summary)}, tables={"shift.csv": summary["per_angle"]})
