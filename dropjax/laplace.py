@@ -141,6 +141,15 @@ def _output_curvature(probs: jax.Array, labels: jax.Array, hessian: str) -> jax.
   return residual[:, :, None] * residual[:, None, :]
 
 
+def _summed_output_curvature(probs, labels, hessian):
+  """``sum_n`` of `_output_curvature`, without its ``(N, C, C)`` array."""
+  if hessian == "ggn":
+    return jnp.diag(probs.sum(0)) - jnp.einsum("ni,nj->ij", probs, probs,
+                                               precision=jax.lax.Precision.HIGHEST)
+  residual = probs - jax.nn.one_hot(labels, probs.shape[1], dtype=probs.dtype)
+  return jnp.einsum("ni,nj->ij", residual, residual, precision=jax.lax.Precision.HIGHEST)
+
+
 def _eigh(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
   values, vectors = jnp.linalg.eigh((matrix + matrix.T) / 2)
   return jnp.maximum(values, 0.0), vectors
@@ -172,7 +181,8 @@ def last_layer_curvature(features: ArrayLike, labels: ArrayLike, kernel: ArrayLi
   features, kernel, bias = (_array(v, n) for v, n in
                             ((features, "features"), (kernel, "kernel"), (bias, "bias")))
   _check_layer(features, kernel, bias)
-  _check_finite(features, "features")
+  for value, name in ((features, "features"), (kernel, "kernel"), (bias, "bias")):
+    _check_finite(value, name)
   labels = _labels(labels, features, kernel)
   return _curvature(jnp.asarray(features, jnp.float32), jnp.asarray(labels),
                     jnp.asarray(kernel, jnp.float32), jnp.asarray(bias, jnp.float32),
@@ -188,7 +198,7 @@ def _curvature(features, labels, kernel, bias, hessian, structure):
     probs = jax.nn.softmax(features @ kernel + bias)
     inputs = jnp.einsum("nd,ne->de", features, features,
                         precision=jax.lax.Precision.HIGHEST) / features.shape[0]
-    return inputs, _output_curvature(probs, labels, hessian).sum(0)
+    return inputs, _summed_output_curvature(probs, labels, hessian)
   n, c = labels.shape[0], kernel.shape[1]
   d = features.shape[1] + 1
   chunk = min(n, _chunk_size(d * c * c))
@@ -248,7 +258,9 @@ def optimal_prior_precision(posterior: LastLayerLaplace) -> jax.Array:
   with ``gamma = sum_i lambda_i / (lambda_i + delta)`` (the effective number of
   parameters), which falls strictly in ``delta``: the maximum is its one root, MacKay's
   fixed point ``delta = gamma / |theta*|^2``, found by bisection on ``log delta`` over
-  ``[1e-12, 1e12]``. (``laplace-torch`` runs Adam on the same objective.)
+  ``[1e-12, 1e12]``. (``laplace-torch`` runs Adam on the same objective.) A root outside
+  that range gives its nearer end: 1e12 when ``theta* = 0`` (no finite optimum, which
+  `fit_last_layer_laplace` refuses), 1e-12 when the curvature is 0.
 
   Args:
     posterior: a fitted `LastLayerLaplace`.
@@ -316,8 +328,14 @@ def fit_last_layer_laplace(features: ArrayLike, labels: ArrayLike, kernel: Array
   features, kernel, bias = (_array(v, n) for v, n in
                             ((features, "features"), (kernel, "kernel"), (bias, "bias")))
   _check_layer(features, kernel, bias)
-  _check_finite(features, "features")
-  _check_finite(kernel, "kernel")
+  for value, name in ((features, "features"), (kernel, "kernel"), (bias, "bias")):
+    _check_finite(value, name)
+  host = [_host(kernel), _host(bias)]
+  if (prior_precision is None and all(h is not None for h in host)
+      and not any(np.any(h) for h in host)):
+    raise ValueError(
+        "`kernel` and `bias` are all zero: the evidence then grows without bound in the "
+        "prior precision (no finite optimum). Pass a trained layer, or `prior_precision`.")
   labels = _labels(labels, features, kernel)
   return _fit(jnp.asarray(features, jnp.float32), jnp.asarray(labels),
               jnp.asarray(kernel, jnp.float32), jnp.asarray(bias, jnp.float32),
@@ -464,7 +482,9 @@ def last_layer_features(model: Any, x: ArrayLike, *, batch_size: int = 1000) -> 
     batch_size: examples per forward pass.
 
   Returns:
-    ``(N, D)`` features.
+    ``(N, D)`` features, computed on an inference-mode view of ``model`` (dropout and MC
+    sampling off, BatchNorm on its running statistics); ``model``'s own modes are left
+    as they are.
   """
   if not (callable(getattr(model, "penultimate", None)) and hasattr(model, "output_layer")):
     raise TypeError(
@@ -473,11 +493,18 @@ def last_layer_features(model: Any, x: ArrayLike, *, batch_size: int = 1000) -> 
         "yourself and call fit_last_layer_laplace(features, labels, kernel, bias).")
   if not isinstance(batch_size, int | np.integer) or batch_size < 1:
     raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
-  model.eval()
-  forward = nnx.jit(lambda m, batch: m.penultimate(batch))
+  # A view in inference mode (dropout off, MC sampling off, BatchNorm on its running
+  # statistics); the caller's model keeps its own modes.
+  view = nnx.view(model, deterministic=True, mc=False, use_running_average=True,
+                  raise_if_not_found=False)
   x = np.asarray(x) if not isinstance(x, jax.Array) else x
-  return jnp.concatenate([forward(model, x[i:i + batch_size])
+  return jnp.concatenate([_penultimate(view, x[i:i + batch_size])
                           for i in range(0, len(x), batch_size)])
+
+
+@nnx.jit
+def _penultimate(model, x):
+  return model.penultimate(x)
 
 
 def fit_model_laplace(model: Any, x: ArrayLike, labels: ArrayLike, *, batch_size: int = 1000,

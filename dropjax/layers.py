@@ -738,7 +738,9 @@ def _check_lora(rank: Any, rate: Any, alpha: Any) -> None:
   if not isinstance(rank, int | np.integer) or isinstance(rank, bool) or rank < 1:
     raise ValueError(f"`rank` must be a positive int; got {rank!r}.")
   check_rate(rate, "rate")
-  if alpha is not None and not (isinstance(alpha, int | float) and alpha > 0):
+  if alpha is not None and (isinstance(alpha, bool)
+                            or not isinstance(alpha, int | float | np.integer | np.floating)
+                            or not np.isfinite(alpha) or alpha <= 0):
     raise ValueError(f"`alpha` must be a positive number or None (= rank); got {alpha!r}.")
 
 
@@ -827,11 +829,22 @@ def add_lora(model: _M, targets: Sequence[str], *, rank: int, rate: float = 0.0,
              if not any(p and p[-1] == name for p, _ in nnx.iter_modules(model))]
   if unknown:
     raise ValueError(f"`trainable` {tuple(unknown)} match no module of {type(model).__name__}.")
+  inside = sorted({"/".join(map(str, path)) for paths in found.values() for path in paths
+                   if any(name in path for name in trainable)})
+  if inside:
+    raise ValueError(f"LoRA `targets` {inside} sit inside a `trainable` module {trainable}: "
+                     "a wrapped layer's base is frozen, so it cannot also train in full.")
+  # The new LoRA dropout layers take the model's current mode (train, eval or MC).
+  modes = [(m.deterministic, m.mc) for _, m in nnx.iter_modules(model)
+           if isinstance(m, StochasticLayer)]
   freeze(model, keep=lambda path: any(name in path for name in trainable))
   for paths in found.values():
     for path in paths:
       base = model
       for part in path:
         base = base[part] if isinstance(part, int) else getattr(base, part)
-      _replace_at(model, path, LoRALinear(base, rank, rate=rate, alpha=alpha, rngs=rngs))
+      adapted = LoRALinear(base, rank, rate=rate, alpha=alpha, rngs=rngs)
+      if modes and len(set(modes)) == 1:
+        adapted.drop.deterministic, adapted.drop.mc = modes[0]
+      _replace_at(model, path, adapted)
   return model

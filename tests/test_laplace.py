@@ -198,19 +198,31 @@ def test_bad_shapes_and_labels_are_refused_by_name():
     laplace.predictive_probs(posterior, features, link="bridge")
   with pytest.raises(TypeError, match="`posterior` must be a LastLayerLaplace"):
     laplace.predictive_probs({"kernel": kernel}, features)
+  with pytest.raises(ValueError, match="`bias` must be finite"):
+    laplace.fit_last_layer_laplace(features, labels, kernel, bias.at[1].set(jnp.inf))
+  with pytest.raises(ValueError, match="`kernel` and `bias` are all zero"):
+    laplace.fit_last_layer_laplace(features, labels, 0 * kernel, 0 * bias)
+  # With a given prior precision an all-zero layer is a valid (if untrained) posterior.
+  assert laplace.fit_last_layer_laplace(features, labels, 0 * kernel, 0 * bias,
+                                        prior_precision=1.0).prior_precision == 1.0
 
 
 def test_fit_model_laplace_reads_the_output_layer_of_an_mlp():
   from flax import nnx
 
+  from dropjax import layers
   from dropjax.models import MLP
   model = MLP(8, [16], 3, input_rate=0.2, hidden_rate=0.5, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(1), (40, 8))
   labels = jnp.arange(40) % 3
+  layers.set_mc(model)  # sampling on: the features must still be computed without it
   posterior = laplace.fit_model_laplace(model, x, labels, batch_size=7, structure="kron")
   features = laplace.last_layer_features(model, x, batch_size=7)
   assert features.shape == (40, 16)
+  assert all(m.sampling for m in layers.stochastic_layers(model))  # the model's mode kept
   # With dropout off, the output layer on the features is the model.
+  model.eval()
+  layers.set_mc(model, False)
   np.testing.assert_allclose(features @ posterior.kernel + posterior.bias, model(x),
                              rtol=1e-5, atol=1e-6)
   with pytest.raises(TypeError, match="needs `penultimate\\(x\\)` and `output_layer`"):

@@ -110,13 +110,31 @@ def test_add_lora_wraps_every_target_in_every_block():
     ({"alpha": -1.0}, ValueError, "`alpha` must be a positive number"),
     ({"rate": 1.5}, ValueError, "rate"),
     ({"trainable": ("classifier",)}, ValueError, r"`trainable` \('classifier',\) match no"),
+    ({"trainable": ("attention",)}, ValueError,
+     r"LoRA `targets` \['blocks/0/attention/qkv'\] sit inside a `trainable` module"),
 ])
 def test_bad_lora_settings_are_refused_by_name(kwargs, error, match):
   model = TransformerClassifier(8, 3, max_length=8, features=16, num_heads=2, num_blocks=1,
                                 rngs=nnx.Rngs(0))
   settings = {"targets": ("qkv",), "rank": 2, **kwargs}
+  before = nnx.state(model, nnx.Param)
   with pytest.raises(error, match=match):
     layers.add_lora(model, settings.pop("targets"), rngs=nnx.Rngs(1), **settings)
+  # Refused before anything changed: no weight frozen, no layer wrapped.
+  paths = lambda state: [path for path, _ in nnx.to_flat_state(state)]
+  assert paths(nnx.state(model, nnx.Param)) == paths(before)
+  assert not [m for _, m in nnx.iter_modules(model) if isinstance(m, layers.LoRALinear)]
+
+
+def test_new_adapters_take_the_models_mode():
+  model = TransformerClassifier(8, 3, max_length=8, features=16, num_heads=2, num_blocks=1,
+                                rngs=nnx.Rngs(0))
+  model.eval()
+  layers.add_lora(model, ("qkv",), rank=2, rate=0.5, rngs=nnx.Rngs(1))
+  assert not any(m.sampling for m in layers.stochastic_layers(model))
+  layers.set_mc(model)
+  layers.add_lora(model, ("ffn1",), rank=2, rate=0.5, rngs=nnx.Rngs(1))
+  assert all(m.sampling for m in layers.stochastic_layers(model))
 
 
 def test_lora_linear_needs_a_linear_base():

@@ -148,10 +148,14 @@ def _learning_rate(config, method: str) -> float:
   return config.full_learning_rate if method == "full" else config.lora_learning_rate
 
 
+@nnx.jit
+def _probs(model, x):
+  return jax.nn.softmax(model(x))
+
+
 def _evaluate(config, model: nnx.Module, test: Split) -> dict[str, float]:
   model.eval()
-  forward = nnx.jit(lambda m, x: jax.nn.softmax(m(x)))
-  probs = jnp.concatenate([forward(model, jnp.asarray(test.images[i:i + 1000]))
+  probs = jnp.concatenate([_probs(model, jnp.asarray(test.images[i:i + 1000]))
                            for i in range(0, len(test.labels), 1000)])
   summary = metrics.summary(probs, test.labels, config.ece_bins)
   return {"error": 1.0 - summary["accuracy"], "nll": summary["nll"], "ece": summary["ece"]}
@@ -215,7 +219,8 @@ def step_times(config, pretrained: nnx.State, pool: Split, image_shape) -> list[
           state, loss = step(state, jax.random.key(repeat * config.timing_steps + i + 1))
         jax.block_until_ready(loss)
         best = min(best, (time.perf_counter() - start) / config.timing_steps)
-      out.append({"method": method, **setting, "step_ms": 1e3 * best})
+      out.append({"method": method, **setting, "step_ms": 1e3 * best,
+                  "device": jax.devices()[0].device_kind})
   for row in out:
     base = next(r for r in out if r["method"] == row["method"] and r["dropout_rate"] == 0
                 and r["lora_rate"] == 0)
@@ -232,6 +237,11 @@ def summarise(config, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
       mine = sorted((r for r in runs if r["method"] == method and r["size"] == size),
                     key=lambda r: r["seed"])
       for i, setting in enumerate(grid(config, method)):
+        for run in mine:
+          stored = {k: run["settings"][i][k] for k in setting}
+          if stored != setting:
+            raise ValueError(f"{method}, {size} labels, seed {run['seed']}: setting {i} was "
+                             f"stored as {stored}, but the grid's is {setting}.")
         row: dict[str, Any] = {"method": method, "size": size, **setting}
         for metric in METRICS:
           values = [r["settings"][i][metric] for r in mine]
@@ -382,6 +392,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sectio
   timing = sections("timing", lambda: step_times(config, pretrained, pool, image_shape))
   rows = summarise(config, runs)
   verdicts = common_settings(config, rows)
+  compared = 2 * sum("d_nll" in row for row in rows)  # error and NLL
   seconds = info["seconds"] + sum(r["seconds"] for r in runs)
   columns = (("method", "method", "s"), ("size", "labels", "d"),
              ("dropout_rate", "attention / FFN rate", "g"), ("lora_rate", "lora_dropout", "g"),
@@ -397,16 +408,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sectio
       f"invocation {time.perf_counter() - start:.0f}s.", "",
       reporting.markdown_table(reporting.mean_se_cells(rows, METRICS), columns),
       "The common settings against no dropout, per training size (helps / hurts: beyond "
-      "2 s.e.; with "
-      f"{config.num_seeds} seeds a null difference passes 2 s.e. with probability "
-      f"{reporting.chance_of_two_se(config.num_seeds):.2f}):", "",
+      f"2 s.e.). With {config.num_seeds} seeds a null difference passes 2 s.e. with "
+      f"probability {reporting.chance_of_two_se(config.num_seeds):.2f}, so of the "
+      f"{compared} differences in the table above about "
+      f"{compared * reporting.chance_of_two_se(config.num_seeds):.0f} would pass by chance "
+      "alone: weigh patterns across sizes and rates over single cells.", "",
       reporting.markdown_table(verdicts, (
           ("setting", "setting", "s"), ("size", "labels", "d"),
           ("error", "test error", "s"), ("error_difference", "difference", "s"),
           ("nll", "NLL", "s"), ("nll_difference", "difference", "s"))),
       f"Training step time relative to no dropout (batch {config.batch_size}, best of "
-      f"{config.timing_repeats} x {config.timing_steps} steps, this machine: "
-      f"{jax.devices()[0].device_kind}):", "",
+      f"{config.timing_repeats} x {config.timing_steps} steps, measured on: "
+      f"{timing[0].get('device', 'not recorded')}):", "",
       reporting.markdown_table(timing, (
           ("method", "method", "s"), ("dropout_rate", "attention / FFN rate", "g"),
           ("lora_rate", "lora_dropout", "g"), ("step_ms", "ms per step", ".2f"),

@@ -112,9 +112,14 @@ def train_family(config, train: Split, num_classes: int, family: str, key: jax.A
   return [ensemble_member(graphdef, states, k) for k in range(count)]
 
 
+@nnx.jit
+def _apply(model, x):
+  return model(x)
+
+
 def _logits(model: nnx.Module, x: jax.Array) -> jax.Array:
   model.eval()
-  return nnx.jit(lambda m, x: m(x))(model, x)
+  return _apply(model, x)
 
 
 def fit_laplace(config, model: nnx.Module, train: Split) -> laplace.LastLayerLaplace:
@@ -131,13 +136,13 @@ def laplace_probs(config, model, posterior, x, key) -> jax.Array:
 
 
 def _probs_of_methods(config, members, posterior, dropout_net, temperature, x,
-                      key) -> dict[str, Any]:
-  """Every method's class probabilities on ``x``."""
+                      key, laplace_key) -> dict[str, Any]:
+  """Every method's class probabilities on ``x``; ``key`` for the MC-dropout masks,
+  ``laplace_key`` for Laplace's sampled last layers (``link="mc"``)."""
   member_probs = [jax.nn.softmax(_logits(m, x)) for m in members]
   first = _logits(members[0], x)
   probs = {VANILLA: member_probs[0], TEMPERATURE: jax.nn.softmax(first / temperature),
-           LAPLACE: laplace_probs(config, members[0], posterior, x,
-                                  jax.random.fold_in(key, 1)),
+           LAPLACE: laplace_probs(config, members[0], posterior, x, laplace_key),
            ensemble_method(len(members)): jnp.mean(jnp.stack(member_probs), 0),
            DROPOUT_WS: jax.nn.softmax(_logits(dropout_net, x))}
   forward = module_forward(dropout_net)
@@ -154,7 +159,8 @@ def seed_run(config: ml_collections.ConfigDict, train: Split, validation: Split,
   """One seed: the shift study's metrics per angle and method, and the OOD scores."""
   tic = time.perf_counter()
   root = jax.random.fold_in(jax.random.key(config.seed), seed)
-  # Streams: 0 the shift study's models, 1 the OOD study's, 2 the MC masks.
+  # Streams: 0 the shift study's models, 1 the OOD study's, 2 the MC masks, 3 Laplace's
+  # sampled last layers.
   shift_models = {family: jax.random.fold_in(jax.random.fold_in(root, 0), i)
                   for i, family in enumerate(FAMILIES)}
   members = train_family(config, train, 10, "vanilla", shift_models["vanilla"],
@@ -168,7 +174,8 @@ def seed_run(config: ml_collections.ConfigDict, train: Split, validation: Split,
   for angle in config.angles:
     x = jnp.asarray(rotate(test.images, angle, config.rotation_order))
     probs = _probs_of_methods(config, members, posterior, dropout_net, temperature, x,
-                              jax.random.fold_in(mc_key, angle))
+                              jax.random.fold_in(mc_key, angle),
+                              jax.random.fold_in(jax.random.fold_in(root, 3), angle))
     for method, p in probs.items():
       shift.append({"angle": angle, "method": method,
                     **metrics.summary(p, test.labels, config.ece_bins)})
