@@ -5,14 +5,15 @@ A Transformer classifier reads images as sequences of rows and is pretrained on 
 full or through LoRA (rank-r updates of every block's linear layers, the rest frozen but
 the new head). Both run over a grid of attention/feed-forward dropout rates, LoRA also
 over ``lora_dropout``; every run of one method, training size and seed is one vmapped
-program over the rates. Test error, NLL and ECE (dropout off) on the 5-9 test images,
-mean ± s.e. over seeds, each setting paired against no dropout; and the cost of a
-training step with dropout relative to one without.
+program over the rates (the seeds run one after another: each draws its own images, and
+`fit_ensemble`'s members share one training set). Test error, NLL and ECE (dropout off)
+on the 5-9 test images, mean ± s.e. over seeds, each setting paired against no dropout;
+and the cost of a training step with dropout relative to one without.
 
 No paper is reproduced: the study answers which of the common settings (attention and
 feed-forward dropout 0.1, ``lora_dropout`` 0.05-0.1) the numbers support on small data.
 
-MNIST (needs the data dir; about an hour on a 2-core CPU, resumable per run):
+MNIST (needs the data dir; about an hour on one CPU core, resumable per run):
   python -m experiments.main --config=experiments/finetuning/config.py:mnist \
       --workdir=runs/finetuning_mnist --config.data_dir=../shared/data
 Embedded digits (minutes): --config=experiments/finetuning/config.py
@@ -59,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.ece_bins = 15
   # Step-time measurement: steps timed per setting (after a warm-up), best of repeats.
   config.timing_steps = 20
-  config.timing_repeats = 3
+  config.timing_repeats = 5
   if arg == "mnist":
     config.dataset = "mnist"
     config.pretrain_epochs = 3
