@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, struct
 
+from dropjax._validation import check_positive_int
 from dropjax.metrics import _array, _check_finite, _check_labels, _check_shape, _host
 
 ArrayLike = Any
@@ -85,6 +86,10 @@ class LastLayerLaplace:
       return self.eigenvalues[0]
     inputs, outputs = self.eigenvalues
     return jnp.concatenate([jnp.outer(inputs, outputs).ravel(), outputs])
+
+  def squared_norm(self) -> jax.Array:
+    """``|theta*|^2``, the MAP weights' squared norm (kernel and bias)."""
+    return jnp.sum(self.kernel ** 2) + jnp.sum(self.bias ** 2)
 
   def replace_prior_precision(self, prior_precision: ArrayLike) -> LastLayerLaplace:
     _check_prior_precision(prior_precision)
@@ -176,6 +181,13 @@ def last_layer_curvature(features: ArrayLike, labels: ArrayLike, kernel: ArrayLi
     (``sum_n G_n``); the kernel's block is their Kronecker product, the bias's block the
     output factor.
   """
+  return _curvature(*_checked_inputs(features, labels, kernel, bias, hessian, structure),
+                    hessian, structure)
+
+
+def _checked_inputs(features, labels, kernel, bias, hessian, structure):
+  """The options checked, and ``(features, labels, kernel, bias)`` checked and as float32
+  (labels as given)."""
   _check_choice(hessian, "hessian", HESSIANS)
   _check_choice(structure, "structure", STRUCTURES)
   features, kernel, bias = (_array(v, n) for v, n in
@@ -184,9 +196,8 @@ def last_layer_curvature(features: ArrayLike, labels: ArrayLike, kernel: ArrayLi
   for value, name in ((features, "features"), (kernel, "kernel"), (bias, "bias")):
     _check_finite(value, name)
   labels = _labels(labels, features, kernel)
-  return _curvature(jnp.asarray(features, jnp.float32), jnp.asarray(labels),
-                    jnp.asarray(kernel, jnp.float32), jnp.asarray(bias, jnp.float32),
-                    hessian, structure)
+  return (jnp.asarray(features, jnp.float32), jnp.asarray(labels),
+          jnp.asarray(kernel, jnp.float32), jnp.asarray(bias, jnp.float32))
 
 
 def _chunk_size(per_example_elements: int) -> int:
@@ -245,7 +256,7 @@ def log_marginal_likelihood(posterior: LastLayerLaplace,
   _check_prior_precision(delta)
   delta = jnp.asarray(delta, jnp.float32)
   spectrum = posterior.hessian_spectrum()
-  sq_norm = jnp.sum(posterior.kernel ** 2) + jnp.sum(posterior.bias ** 2)
+  sq_norm = posterior.squared_norm()
   return (posterior.log_likelihood - 0.5 * delta * sq_norm
           + 0.5 * posterior.num_parameters * jnp.log(delta)
           - 0.5 * jnp.sum(jnp.log(spectrum + delta)))
@@ -269,7 +280,7 @@ def optimal_prior_precision(posterior: LastLayerLaplace) -> jax.Array:
     A scalar delta > 0.
   """
   spectrum = posterior.hessian_spectrum()
-  sq_norm = jnp.sum(posterior.kernel ** 2) + jnp.sum(posterior.bias ** 2)
+  sq_norm = posterior.squared_norm()
 
   def slope(log_delta):
     delta = jnp.exp(log_delta)
@@ -293,7 +304,7 @@ def fit_last_layer_laplace(features: ArrayLike, labels: ArrayLike, kernel: Array
 
   Args:
     features: ``(N, D)`` training inputs of the last dense layer, computed at the trained
-      weights with dropout off (e.g. ``model.features(x)`` in eval mode).
+      weights with dropout off (e.g. `last_layer_features`).
     labels: ``(N,)`` integer training labels in ``[0, C)``.
     kernel: ``(D, C)`` the last layer's trained kernel (``nnx.Linear.kernel``).
     bias: ``(C,)`` its trained bias.
@@ -321,24 +332,17 @@ def fit_last_layer_laplace(features: ArrayLike, labels: ArrayLike, kernel: Array
   References:
     Daxberger et al. "Laplace Redux: effortless Bayesian deep learning." NeurIPS 2021.
   """
-  _check_choice(hessian, "hessian", HESSIANS)
-  _check_choice(structure, "structure", STRUCTURES)
   if prior_precision is not None:
     _check_prior_precision(prior_precision)
-  features, kernel, bias = (_array(v, n) for v, n in
-                            ((features, "features"), (kernel, "kernel"), (bias, "bias")))
-  _check_layer(features, kernel, bias)
-  for value, name in ((features, "features"), (kernel, "kernel"), (bias, "bias")):
-    _check_finite(value, name)
+  features, labels, kernel, bias = _checked_inputs(features, labels, kernel, bias, hessian,
+                                                   structure)
   host = [_host(kernel), _host(bias)]
   if (prior_precision is None and all(h is not None for h in host)
       and not any(np.any(h) for h in host)):
     raise ValueError(
         "`kernel` and `bias` are all zero: the evidence then grows without bound in the "
         "prior precision (no finite optimum). Pass a trained layer, or `prior_precision`.")
-  labels = _labels(labels, features, kernel)
-  return _fit(jnp.asarray(features, jnp.float32), jnp.asarray(labels),
-              jnp.asarray(kernel, jnp.float32), jnp.asarray(bias, jnp.float32),
+  return _fit(features, labels, kernel, bias,
               None if prior_precision is None else jnp.asarray(prior_precision, jnp.float32),
               hessian=hessian, structure=structure)
 
@@ -421,8 +425,7 @@ def sample_last_layer(posterior: LastLayerLaplace, key: jax.Array,
   Returns:
     ``(kernels, biases)``: ``(S, D, C)`` and ``(S, C)``.
   """
-  if not isinstance(num_samples, int | np.integer) or num_samples < 1:
-    raise ValueError(f"`num_samples` must be a positive int; got {num_samples!r}.")
+  check_positive_int(num_samples, "num_samples")
   d, c = posterior.kernel.shape
   z = jax.random.normal(key, (num_samples, d + 1, c))
   delta = posterior.prior_precision
@@ -491,8 +494,7 @@ def last_layer_features(model: Any, x: ArrayLike, *, batch_size: int = 1000) -> 
         f"`model` ({type(model).__name__}) needs `penultimate(x)` and `output_layer` for a "
         "last-layer Laplace approximation; or compute the inputs of its last dense layer "
         "yourself and call fit_last_layer_laplace(features, labels, kernel, bias).")
-  if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-    raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
+  check_positive_int(batch_size, "batch_size")
   # A view in inference mode (dropout off, MC sampling off, BatchNorm on its running
   # statistics); the caller's model keeps its own modes.
   view = nnx.view(model, deterministic=True, mc=False, use_running_average=True,

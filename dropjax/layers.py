@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from dropjax import concrete, ops
-from dropjax._validation import check_key, check_rate
+from dropjax._validation import check_key, check_positive_int, check_rate
 
 ArrayLike = Any
 _LECUN_NORMAL = nnx.initializers.lecun_normal()
@@ -735,8 +735,7 @@ def freeze(model: _M, *, keep: Callable[[tuple[Any, ...]], bool] = lambda path: 
 
 
 def _check_lora(rank: Any, rate: Any, alpha: Any) -> None:
-  if not isinstance(rank, int | np.integer) or isinstance(rank, bool) or rank < 1:
-    raise ValueError(f"`rank` must be a positive int; got {rank!r}.")
+  check_positive_int(rank, "rank")
   check_rate(rate, "rate")
   if alpha is not None and (isinstance(alpha, bool)
                             or not isinstance(alpha, int | float | np.integer | np.floating)
