@@ -20,8 +20,8 @@ from dropjax.data.paths import resolve_data_dir
 # their index, training segments by their epoch, each model by its own keys whatever device
 # it runs on; the data is compared by content, in data.json), so a resumed run may change
 # them. The numbers agree up to float rounding (reduction order, XLA's fusion choices).
-EXECUTION_FIELDS = ("mc_chunk_size", "segment_epochs", "data_dir", "devices", "timing_steps",
-                    "timing_repeats")
+EXECUTION_FIELDS = ("mc_chunk_size", "mc_vectorize", "segment_epochs", "data_dir", "devices",
+                    "timing_steps", "timing_repeats")
 # Fields added after runs were recorded, with the value those runs had: a config.json
 # without one of them recorded a run made with that value.
 FIELDS_ADDED_LATER = {"mask_min_bits": 8}

@@ -8,8 +8,11 @@ import sys
 
 def simulated_devices_env(count: int) -> dict[str, str]:
   """The environment of a process with ``count`` simulated CPU devices."""
-  return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={count}",
-              JAX_PLATFORMS="cpu")
+  # Keeps the suite's other XLA flags (tests/conftest.py).
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not f.startswith("--xla_force_host_platform_device_count")]
+  flags.append(f"--xla_force_host_platform_device_count={count}")
+  return dict(os.environ, XLA_FLAGS=" ".join(flags), JAX_PLATFORMS="cpu")
 
 
 def run_on_simulated_devices(script: str, count: int = 4, timeout: float = 600) -> str:

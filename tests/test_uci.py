@@ -57,6 +57,33 @@ def test_mc_statistics_match_a_direct_numpy_computation():
   np.testing.assert_allclose(other.log_likelihood, stats.log_likelihood, rtol=1e-6)
 
 
+@pytest.mark.parametrize("rate", [0.005, 0.1])
+def test_samples_one_at_a_time_give_the_vmapped_chunks_statistics_to_rounding(rate):
+  """The test pass may map a chunk's samples one at a time (cache-sized) or vmap them (the
+  committed UCI tables). Same masks, same per-sample arithmetic: the same numbers up to
+  float rounding (XLA computes each sample's last few points, the remainder of its vector
+  loop, on another path when the samples are not flattened into one array)."""
+  x, y = _toy(n=300, d=6)
+  # Nonzero biases, so that no hidden unit's output is exactly 0 for every sample.
+  params = jax.tree.map(lambda a: a + 0.03, regression.init_regressor(jax.random.key(2), 6, 50))
+  # In the predictions' units, as mc_regression_stats passes it: the deviations are then
+  # small and the variance is not a difference of two large sums.
+  reference = regression.regressor_forward(params, None, x, rate, deterministic=True) * 1.5 + 3.0
+
+  def stream(rate, vectorize):
+    def sample(key):
+      preds = regression.regressor_forward(params, key, x, rate) * 1.5 + 3.0
+      return preds, -0.5 * 2.0 * (y - preds) ** 2, jnp.zeros_like(preds)
+    return regression._stream_samples(sample, jax.random.key(5), reference, 60, 20,
+                                      vectorize=vectorize)
+
+  # The rate is traced, as in the study (the grid's models are mapped over).
+  mapped = jax.jit(lambda r: stream(r, False))(jnp.float32(rate))
+  vmapped = jax.jit(lambda r: stream(r, True))(jnp.float32(rate))
+  for a, b in zip(mapped, vmapped, strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
 def _train(state, keys, x, y, rate, l2, first, epochs):
   return regression.train_epochs(state, keys, x, y, rate, l2, first, num_epochs=epochs,
                                  batch_size=32, tx=TX)
@@ -184,6 +211,20 @@ def test_quick_run_end_to_end_selects_the_argmax_and_resumes(data_dir, tmp_path,
   assert "| yacht | 2 |" in text
   assert (f"of 1 datasets within the band on both RMSE and LL. All 1 took "
           f"{seconds / 3600:.1f} hours") in text
+  # The test pass's layout is execution only: a resume may change it, and the final test,
+  # rerun with the samples mapped one at a time, gives the same numbers to float rounding.
+  os.remove(os.path.join(folder, "results.json"))
+  shutil.rmtree(os.path.join(folder, "checkpoints", "final_test"))
+  config.mc_vectorize = False
+  mapped = main.run_study(config, workdir)
+  assert json.load(open(os.path.join(folder, "config.json")))["mc_vectorize"] is False
+  for row, expected in zip(mapped["rows"], again["rows"], strict=True):
+    n_test = len(uci.uci_split(ds, row["split"]).y_test)
+    coverage = {k for k in row if k.startswith("coverage_")}
+    assert {k: v for k, v in row.items() if k not in coverage} == pytest.approx(
+        {k: v for k, v in expected.items() if k not in coverage}, rel=1e-5, abs=1e-6)
+    for k in coverage:  # a fraction of test points: one may cross an interval's edge
+      assert row[k] == pytest.approx(expected[k], abs=1.5 / n_test)
 
 
 def test_concrete_stats_match_a_direct_numpy_computation():

@@ -36,6 +36,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.mc_samples = 10_000
   # Samples per vectorised chunk (execution only: sample i is keyed by i).
   config.mc_chunk_size = 20
+  # Execution only: vmap each chunk's samples (True: the layout the committed tables were
+  # computed with) or map them one at a time (False: Protein's test pass in about 0.67x
+  # the time, results equal to float rounding; scripts/bench_uci_phases.py).
+  config.mc_vectorize = True
   # Epochs per compiled segment; a checkpoint is written after each.
   config.segment_epochs = 500
   # Local devices to shard the models over (0 = all; execution only: a model's choices do

@@ -242,7 +242,8 @@ def _train_and_test(
     params, key, rate, tau, s = inputs
     return regression.mc_regression_stats(
         params, key, x_test[s], y_test[s], rate, tau, y_mean[s], y_std[s],
-        num_samples=config.mc_samples, chunk_size=config.mc_chunk_size)
+        num_samples=config.mc_samples, chunk_size=config.mc_chunk_size,
+        vectorize=config.mc_vectorize)
 
   stats, test_seconds = map_models_resumably(
       test_model, (*flat_models, split_of_model),

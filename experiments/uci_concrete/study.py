@@ -115,7 +115,8 @@ def _train_and_test(config: ml_collections.ConfigDict, ds: uci.UCIDataset,
     params, key, x, y, m, s = inputs
     return regression.mc_concrete_stats(params, key, x, y, m, s, temperature=config.temperature,
                                         num_samples=config.mc_samples,
-                                        chunk_size=config.mc_chunk_size)
+                                        chunk_size=config.mc_chunk_size,
+                                        vectorize=config.mc_vectorize)
 
   stats, test_seconds = map_models_resumably(
       test_split, (state.params, streams[:, 3], x_test, y_test, y_mean, y_std),
