@@ -12,13 +12,16 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(_REPO, ".pytest_
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 # A cold suite spends most of its time in XLA's LLVM back end, and the tests' programs are
-# small: LLVM's -O0 cuts a cold run by about 30% (tests/test_studies.py's variant comparison
-# 99 s -> 69 s; the statistical tests, which run the most, 89 s -> 80 s). No test compares
-# with numbers computed outside the suite, and XLA's own passes (fusion, layout) still run;
-# the studies and benchmarks run at XLA's default. So the bitwise properties the tests check
-# (resumed == uninterrupted, chunked == unchunked) are checked on -O0 builds;
-# DROPJAX_TEST_XLA_OPT=default runs the suite at XLA's default to check them there. Added
-# once: xdist workers inherit the flags, and a repeated flag would change the cache key.
+# small: LLVM's -O0 cuts the compile-bound tests by 15-35% (cold, one core: the study
+# sharding test 124 s -> 83 s, a variant-comparison quick run 66 s -> 56 s) and slows the
+# few compute-bound ones 2-4x (tests/test_mc.py's 10,000 samples 7.5 s -> 29 s,
+# docs/own-model.md's example 16 s -> 58 s). The suite took 14 minutes on 2 CPUs with it.
+# No test compares with numbers computed outside the suite, and XLA's own passes (fusion,
+# layout) still run; the studies and benchmarks run at XLA's default. So the bitwise
+# properties the tests check (resumed == uninterrupted, chunked == unchunked) are checked on
+# -O0 builds; DROPJAX_TEST_XLA_OPT=default runs the suite at XLA's default to check them
+# there. Added once: xdist workers inherit the flags, and a repeated flag would change the
+# cache key.
 _TEST_XLA_FLAG = "--xla_backend_optimization_level=0"
 _flags = os.environ.get("XLA_FLAGS", "").split()
 if os.environ.get("DROPJAX_TEST_XLA_OPT") != "default" and _TEST_XLA_FLAG not in _flags:

@@ -172,3 +172,33 @@ def test_config_fields_reach_the_model_and_the_penalty():
       expected = (np.asarray(getattr(model, layer).kernel[...]) if leaf == "kernel"
                   and layer in layers else 0.0)
       np.testing.assert_array_equal(update, np.broadcast_to(expected, update.shape))
+
+
+def test_seed_statistics_pair_every_function_with_random():
+  config = config_lib.get_config("quick")
+  config.acquisition_functions, config.num_seeds = ("bald", "random"), 3
+  runs = [(name, seed) for name in config.acquisition_functions for seed in range(3)]
+  # (rounds + 1, runs): bald's seeds, then random's.
+  errors = np.array([[0.5, 0.6, 0.7, 0.5, 0.5, 0.5],
+                     [0.1, 0.2, 0.3, 0.4, 0.4, 0.6]])
+  history = {"labels": [20, 30], "test_error": errors.tolist()}
+  results = active_learning.summarise(config, runs, history)
+  bald, random = results["rows"]
+  assert bald["final_error"] == pytest.approx(0.2)
+  assert bald["final_error_se"] == pytest.approx(0.1 / np.sqrt(3))
+  assert bald["mean_error"] == pytest.approx(np.mean([0.3, 0.4, 0.5]))
+  # Paired by seed: bald - random = (-0.3, -0.2, -0.3) at the end.
+  d = np.array([-0.3, -0.2, -0.3])
+  assert bald["d_final_error"] == pytest.approx(d.mean())
+  assert bald["d_final_error_se"] == pytest.approx(d.std(ddof=1) / np.sqrt(3))
+  assert bald["d_final_error_decided"]
+  assert "d_final_error" not in random and random["final_error"] == pytest.approx(1.4 / 3)
+  results.update(seconds=1.0)
+  text = active_learning.report(config, results)
+  assert "| bald | 40.00 ± 5.77 | -8.33 ± 3.33* | 20.00 ± 5.77 | -26.67 ± 3.33* |" in text
+  # One seed has no spread: no statistics, no table.
+  config.num_seeds, runs = 1, [("bald", 0), ("random", 0)]
+  one = active_learning.summarise(config, runs, {"labels": [20, 30],
+                                                 "test_error": errors[:, [0, 3]].tolist()})
+  assert "final_error_se" not in one["rows"][0]
+  assert "mean over rounds" not in active_learning.report(config, one | {"seconds": 1.0})

@@ -372,8 +372,29 @@ def summarise(config, runs, history) -> dict[str, Any]:
       row[f"labels_to_{target:g}"] = float(np.mean(hit)) if len(hit) == len(reached) else None
       row[f"labels_to_{target:g}_reached"] = f"{len(hit)}/{len(reached)}"
     rows.append(row)
+  if config.num_seeds >= 2:
+    _add_seed_statistics(rows, runs, errors)
   return {"labels": counts.tolist(), "curves": curves, "rows": rows,
           "summary": {r["function"]: r["final_error"] for r in rows}}
+
+
+def _add_seed_statistics(rows, runs, errors) -> None:
+  """Mean ± s.e. over seeds of each function's final error and of its mean error over the
+  rounds (the area under its learning curve over the rounds: one number for the whole
+  curve, less noisy than any one round), and both as paired differences from random
+  (seed s of every function starts from the same labels and keys)."""
+  per_seed = {}
+  for name in (r["function"] for r in rows):
+    columns = [c for c, (n, _) in enumerate(runs) if n == name]  # in seed order
+    per_seed[name] = {"final_error": errors[-1, columns], "mean_error": errors[:, columns].mean(0)}
+  for row in rows:
+    values = per_seed[row["function"]]
+    for measure, seeds in values.items():
+      row[measure], row[f"{measure}_se"] = reporting.seed_statistics(seeds)
+      if "random" in per_seed and row["function"] != "random":
+        d, se = reporting.paired_difference(seeds, per_seed["random"][measure])
+        row[f"d_{measure}"], row[f"d_{measure}_se"] = d, se
+        row[f"d_{measure}_decided"] = bool(abs(d) > 2 * se)
 
 
 def report(config, results) -> str:
@@ -413,6 +434,22 @@ def report(config, results) -> str:
                   for name, counts in per_class.items()],
                  [("function", "acquisition", "s"), *((str(c), str(c), ".1f") for c in classes),
                   ("ratio", "most / fewest", ".1f")])]
+  if "mean_error_se" in results["rows"][0]:
+    measures = ("mean_error", "final_error")
+    scaled = {f"{p}{m}{s}" for m in measures for p in ("", "d_") for s in ("", "_se")}
+    percent = [{k: 100 * v if k in scaled else v for k, v in r.items()}
+               for r in results["rows"]]
+    text += [f"Test error (%), mean ± s.e. over {config.num_seeds} seeds: the mean over the "
+             f"{len(results['labels'])} rounds (the area under the learning curve) and at "
+             f"{results['labels'][-1]} labels, and each function minus random paired by seed "
+             "(* : beyond 2 s.e.; with no true difference that happens with probability "
+             f"{reporting.chance_of_two_se(config.num_seeds):.2f} over {config.num_seeds} "
+             "seeds, Student's t):", "",
+             reporting.markdown_table(reporting.mean_se_cells(percent, measures, ".2f"), [
+                 ("function", "acquisition", "s"), ("mean_error", "mean over rounds", "s"),
+                 ("d_mean_error", "minus random", "s"), ("final_error",
+                 f"at {results['labels'][-1]} labels", "s"),
+                 ("d_final_error", "minus random", "s")])]
   text += ["Protocol (the reference: Riashat/Active-Learning-Bayesian-Convolutional-Neural-"
            f"Networks @ {REFERENCE_COMMIT[:8]}, folder {REFERENCE_DIR}; Keras 0.3.1 as vendored "
            "in ConvNets/keras):", "", reporting.protocol_table(protocol_rows(config))]
