@@ -32,16 +32,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments.uci import model as regression
 
 
-def median_seconds(fn, repeats):
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    tic = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - tic)
-  return float(np.median(times))
-
-
 class FlaxMLP(nnx.Module):
   """The same MLP with `flax.nnx.Dropout`."""
 
@@ -78,7 +68,8 @@ def _train_step_time(model, x, y, repeats, reseed_layers, impl="threefry2x32"):
   fn = nnx.cached_partial(step, model, optimizer)
   counter = iter(range(10**9))
   root = jax.random.key(0, impl=impl)
-  return median_seconds(lambda: fn(x, y, jax.random.fold_in(root, next(counter))), repeats)
+  return benchlib.median_seconds(
+      lambda: fn(x, y, jax.random.fold_in(root, next(counter))), repeats=repeats)
 
 
 def bench_train_steps(repeats):
@@ -141,11 +132,11 @@ def bench_mc(repeats, samples=100, input_rate=0.2):
   name = (f"MC sampling, S={samples}, MLP 784-1024-1024-10, 1000 inputs, input rate "
           f"{input_rate}")
   rows = []
-  loop_t = median_seconds(loop, repeats)
+  loop_t = benchlib.median_seconds(loop, repeats=repeats)
   automatic = automatic_chunk_size(forward, key, x, samples)
   for chunk in (None, samples, 25, 10):
     fn = jax.jit(lambda k, x, c=chunk: mc_sample(forward, k, x, samples, chunk_size=c))
-    t = median_seconds(lambda fn=fn: fn(key, x), repeats)
+    t = benchlib.median_seconds(lambda fn=fn: fn(key, x), repeats=repeats)
     label = f"automatic chunk: {automatic}" if chunk is None else f"chunk {chunk}"
     rows.append({"benchmark": name, "variant": f"dropjax mc_sample ({label})",
                  "ms": 1e3 * t, "ratio": t / loop_t})
@@ -154,7 +145,7 @@ def bench_mc(repeats, samples=100, input_rate=0.2):
     graphdef, state = nnx.split(flax_model)
     flax_forward = lambda k, x: nnx.merge(graphdef, state, copy=True)(x, rngs=k)
     flax_fn = jax.jit(lambda k, x: mc_sample(flax_forward, k, x, samples, chunk_size=samples))
-    flax_t = median_seconds(lambda: flax_fn(key, x), repeats)
+    flax_t = benchlib.median_seconds(lambda: flax_fn(key, x), repeats=repeats)
     rows.append({"benchmark": name, "variant": "flax.nnx.Dropout, vmapped keys",
                  "ms": 1e3 * flax_t, "ratio": flax_t / loop_t})
   rows.append({"benchmark": name, "variant": "Python loop of a jitted forward",
@@ -177,13 +168,13 @@ def bench_uci_grid(repeats, models=240, epochs=20):
                                    batch_size=128, tx=tx)[0]
 
   vmapped = jax.jit(jax.vmap(train))
-  t_vmap = median_seconds(lambda: vmapped(states, keys, rates, l2), repeats)
+  t_vmap = benchlib.median_seconds(lambda: vmapped(states, keys, rates, l2), repeats=repeats)
   single = jax.jit(train)
   sequential_models = 12  # timed on a subset, scaled to all models
   pick = lambda i: jax.tree.map(lambda a: a[i], states)
-  t_seq = median_seconds(
+  t_seq = benchlib.median_seconds(
       lambda: [single(pick(i), keys[i], rates[i], l2[i]) for i in range(sequential_models)],
-      max(1, repeats // 2)) * models / sequential_models
+      repeats=max(1, repeats // 2)) * models / sequential_models
   name = f"UCI protocol: {models} Boston-sized models x {epochs} epochs"
   return [{"benchmark": name, "variant": "one vmapped program", "ms": 1e3 * t_vmap,
            "ratio": t_vmap / t_seq},

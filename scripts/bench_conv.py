@@ -34,16 +34,6 @@ from dropjax.train import fit_ensemble
 SCAN_STEPS = 20
 
 
-def median_seconds(fn, repeats):
-  jax.block_until_ready(fn())
-  times = []
-  for _ in range(repeats):
-    tic = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - tic)
-  return float(np.median(times))
-
-
 def _step_times(model, x, y, repeats):
   """(seconds of a per-step-jitted train step, seconds per step inside lax.scan)."""
   tx = optax.adam(1e-3)
@@ -63,8 +53,8 @@ def _step_times(model, x, y, repeats):
   carry = (params, tx.init(params))
   one = jax.jit(lambda c: step(c, None)[0])
   scanned = jax.jit(lambda c: jax.lax.scan(step, c, None, length=SCAN_STEPS)[0])
-  return (median_seconds(lambda: one(carry), repeats * SCAN_STEPS),
-          median_seconds(lambda: scanned(carry), repeats) / SCAN_STEPS)
+  return (benchlib.median_seconds(lambda: one(carry), repeats=repeats * SCAN_STEPS),
+          benchlib.median_seconds(lambda: scanned(carry), repeats=repeats) / SCAN_STEPS)
 
 
 def _images(size, spatial):
@@ -106,7 +96,7 @@ def fit_ms_per_step(make, train, keys, *, vectorize, repeats, steps):
   """
   fit = lambda epochs: fit_ensemble(make, train, keys=keys, epochs=epochs, batch_size=128,
                                     learning_rate=1e-3, vectorize=vectorize)[1]
-  one, four = (median_seconds(lambda e=e: fit(e), repeats) for e in (1, 4))
+  one, four = (benchlib.median_seconds(lambda e=e: fit(e), repeats=repeats) for e in (1, 4))
   return 1e3 * (four - one) / (3 * steps)
 
 

@@ -15,20 +15,9 @@ import time
 import benchlib
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import nnx
 
 import dropjax
-
-
-def median_seconds(fn, *args, repeats):
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    tic = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - tic)
-  return float(np.median(times))
 
 
 def bench_case(size, dtype, impl, rate, repeats):
@@ -43,7 +32,7 @@ def bench_case(size, dtype, impl, rate, repeats):
   for bits in (1, 4, 8, 16, 32):
     candidates[f"dropjax bits={bits}"] = (
         jax.jit(lambda k, x, b=bits: dropjax.dropout(k, x, rate, bits=b)), (key, x))
-  seconds = {name: median_seconds(fn, *args, repeats=repeats)
+  seconds = {name: benchlib.median_seconds(fn, *args, repeats=repeats)
              for name, (fn, args) in candidates.items()}
   floor = seconds["x * 2"]
   return [{"size": size, "dtype": jnp.dtype(dtype).name, "impl": impl, "rate": rate,

@@ -27,7 +27,6 @@ import time
 import benchlib
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from dropjax import masks
 from dropjax.data import uci
@@ -81,15 +80,6 @@ def test_pass_rows(dataset: str, data_dir: str, samples: int, chunks: list[int],
   rate, tau = jnp.float32(ds.dropout_rates[0]), jnp.float32(ds.tau_values[0])
   key = jax.random.key(1)
 
-  def median(fn, *args):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-      tic = time.perf_counter()
-      jax.block_until_ready(fn(*args))
-      times.append(time.perf_counter() - tic)
-    return float(np.median(times))
-
   label = f"{ds.name}: one model, {x.shape[0]} points, {samples} samples"
   rows = []
   with masks.automatic_min_bits(8):  # as the studies draw their masks
@@ -102,7 +92,7 @@ def test_pass_rows(dataset: str, data_dir: str, samples: int, chunks: list[int],
       variant = (f"test pass, {'vmapped' if vectorize else 'mapped'} samples, "
                  f"mc_chunk_size={chunk}" + (", philox2x32 keys" if k is philox else ""))
       rows.append({"benchmark": label, "variant": variant,
-                   "ms": 1e3 * median(test, params, k, rate)})
+                   "ms": 1e3 * benchlib.median_seconds(test, params, k, rate, repeats=repeats)})
   words = x.shape[0] * (x.shape[1] + ds.n_hidden) // 2
 
   def bits_only(k):
@@ -112,7 +102,7 @@ def test_pass_rows(dataset: str, data_dir: str, samples: int, chunks: list[int],
     return jax.lax.scan(step, jnp.uint32(0), jnp.arange(samples))[0]
 
   rows.append({"benchmark": label, "variant": f"threefry bits only ({words} words a sample)",
-               "ms": 1e3 * median(jax.jit(bits_only), key)})
+               "ms": 1e3 * benchlib.median_seconds(jax.jit(bits_only), key, repeats=repeats)})
   baseline = rows[0]["ms"]
   for r in rows:
     r["ratio"] = r["ms"] / baseline
@@ -132,6 +122,10 @@ def main():
   parser.add_argument("--out", default="results")
   args = parser.parse_args()
   chunks = [int(c) for c in args.chunks.split(",")]
+  study_chunk = uci_config.get_config().mc_chunk_size  # the phases' runs stream these
+  if args.samples % study_chunk:
+    parser.error(f"--samples = {args.samples} must be a multiple of the study's "
+                 f"mc_chunk_size = {study_chunk}")
   if any((2 * args.samples) % c for c in [*chunks, 20]):
     parser.error(f"every --chunks value and 20 must divide 2 x --samples = {2 * args.samples}")
   start = time.perf_counter()
@@ -146,9 +140,6 @@ def main():
                            args.repeats)
   meta = benchlib.machine_meta(start)
   meta["phases"] = phases
-  # Often run pinned to one core beside a long job (taskset): say how many it had.
-  meta["cpus_used"] = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                       else os.cpu_count())
   total = {v: sum(r["full_minutes"] for r in phases if r["mc_vectorize"] == v)
            for v in (True, False)}
   caption = (

@@ -22,6 +22,7 @@ import numpy as np
 
 from dropjax import masks
 from dropjax.data import uci
+from experiments.uci import config as uci_config
 from experiments.uci import model as regression
 
 
@@ -33,9 +34,10 @@ def step_rows(dataset: str, data_dir: str | None, epochs: int, repeats: int) -> 
   grid = [(p, t) for p in ds.dropout_rates for t in ds.tau_values]
   rates = jnp.tile(jnp.asarray([p for p, _ in grid], jnp.float32), (len(splits), 1))
   taus = jnp.tile(jnp.asarray([t for _, t in grid], jnp.float32), (len(splits), 1))
-  l2 = regression.l2_coefficient(rates, taus, x.shape[1])
-  tx = regression.make_optimizer(1e-3)
-  batch_size = 128
+  config = uci_config.get_config()  # the study's batch size, optimiser and length scale
+  l2 = regression.l2_coefficient(rates, taus, x.shape[1], config.length_scale)
+  tx = regression.make_optimizer(config.learning_rate, config.adam_eps)
+  batch_size = config.batch_size
   steps = epochs * -(-x.shape[1] // batch_size)
   num_models = len(splits) * len(grid)
   label = (f"{ds.name}: {num_models} models ({len(splits)} splits x {len(grid)} grid points), "
@@ -58,16 +60,10 @@ def step_rows(dataset: str, data_dir: str | None, epochs: int, repeats: int) -> 
     regression.dropout = dropout  # the forward reads it when traced
     try:
       with masks.automatic_min_bits(8):  # as the studies draw their masks
-        run = jax.jit(block)
-        jax.block_until_ready(run(state))
-        times = []
-        for _ in range(repeats):
-          tic = time.perf_counter()
-          jax.block_until_ready(run(state))
-          times.append(time.perf_counter() - tic)
+        seconds = benchlib.median_seconds(jax.jit(block), state, repeats=repeats)
     finally:
       regression.dropout = study_dropout
-    return 1e3 * float(np.median(times)) / steps
+    return 1e3 * seconds / steps
 
   ours = regression.dropout
   with_bits = lambda b: lambda k, h, r, deterministic=False: ours(
@@ -97,9 +93,6 @@ def main():
   start = time.perf_counter()
   rows = step_rows(args.dataset, args.data_dir or None, args.epochs, args.repeats)
   meta = benchlib.machine_meta(start)
-  # Often run pinned to one core beside a long job (taskset): say how many it had.
-  meta["cpus_used"] = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                       else os.cpu_count())
   caption = (
       f"A training step of the UCI grid ({meta['device']}, {meta['cpus_used']} of "
       f"{meta['cpu_count']} CPUs, jax {meta['jax']}; `python scripts/bench_uci_train.py "

@@ -6,10 +6,11 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 from dropjax import io
 
@@ -22,11 +23,26 @@ VARIANT_COLUMNS = (("benchmark", "benchmark", "s"), ("variant", "variant", "s"),
                    ("ms", "ms", ".2f"), ("ratio", "ratio", ".2f"))
 
 
+def median_seconds(fn: Callable[..., Any], *args: Any, repeats: int) -> float:
+  """The median wall time of ``repeats`` calls of ``fn(*args)``, after one warm-up call
+  (compilation); each call is waited for (`jax.block_until_ready`)."""
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    tic = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - tic)
+  return float(np.median(times))
+
+
 def machine_meta(start: float) -> dict[str, Any]:
-  """Device, CPU count, jax version and the seconds since ``start`` (perf_counter)."""
+  """Device, CPU count (and how many this process may use: benchmarks are often pinned to
+  one core beside a long job), jax version and the seconds since ``start`` (perf_counter)."""
   device = jax.devices()[0]
+  cpus_used = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else os.cpu_count())
   return {"device": f"{device.platform}: {device.device_kind}", "cpu_count": os.cpu_count(),
-          "machine": platform.machine(), "jax": jax.__version__,
+          "cpus_used": cpus_used, "machine": platform.machine(), "jax": jax.__version__,
           "seconds": time.perf_counter() - start}
 
 
