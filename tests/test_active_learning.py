@@ -194,11 +194,14 @@ def test_seed_statistics_pair_every_function_with_random():
   assert bald["d_final_error_decided"]
   assert "d_final_error" not in random and random["final_error"] == pytest.approx(1.4 / 3)
   results.update(seconds=1.0)
-  text = active_learning.report(config, results)
+  config.test_size = 0
+  text = active_learning.report(config, results, num_test=450)
   assert "| bald | 40.00 ± 5.77 | -8.33 ± 3.33* | 20.00 ± 5.77 | -26.67 ± 3.33* |" in text
+  # The protocol names the test set actually used (config.test_size = 0: all of it).
+  assert "| test set | all 450 test images, weight scaling |" in text
   # One seed has no spread: no statistics, no table.
   config.num_seeds, runs = 1, [("bald", 0), ("random", 0)]
   one = active_learning.summarise(config, runs, {"labels": [20, 30],
                                                  "test_error": errors[:, [0, 3]].tolist()})
   assert "final_error_se" not in one["rows"][0]
-  assert "mean over rounds" not in active_learning.report(config, one | {"seconds": 1.0})
+  assert "mean over rounds" not in active_learning.report(config, one | {"seconds": 1.0}, 450)

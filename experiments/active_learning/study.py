@@ -273,7 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sectio
   """Runs every acquisition function for every seed; the curves and label counts."""
   pool, test = sections.data
   results = sections("results", lambda: _acquire_and_train(config, pool, test, sections.folder))
-  return study.Report(summary=results, markdown=report(config, results),
+  return study.Report(summary=results, markdown=report(config, results, len(test.labels)),
                       tables={"labels_to_reach.csv": results["rows"]},
                       figures={"curves.png": _plot(config, results)})
 
@@ -397,7 +397,7 @@ def _add_seed_statistics(rows, runs, errors) -> None:
         row[f"d_{measure}_decided"] = bool(abs(d) > 2 * se)
 
 
-def report(config, results) -> str:
+def report(config, results, num_test: int) -> str:
   """The labels-to-target table with the paper's numbers beside ours."""
   def show(value, reached):
     return f"- ({reached})" if value is None else f"{value:.0f} ({reached})"
@@ -452,7 +452,7 @@ def report(config, results) -> str:
                  ("d_final_error", "minus random", "s")])]
   text += ["Protocol (the reference: Riashat/Active-Learning-Bayesian-Convolutional-Neural-"
            f"Networks @ {REFERENCE_COMMIT[:8]}, folder {REFERENCE_DIR}; Keras 0.3.1 as vendored "
-           "in ConvNets/keras):", "", reporting.protocol_table(protocol_rows(config))]
+           "in ConvNets/keras):", "", reporting.protocol_table(protocol_rows(config, num_test))]
   return "\n".join(text)
 
 
@@ -460,13 +460,13 @@ REFERENCE_COMMIT = "f8b68038bd3b97c473e9c1de6b6cdee4538021f4"
 REFERENCE_DIR = "ConvNets/FINAL_Averaged_Experiments/Final_Experiments_Run"
 
 
-def protocol_rows(config: ml_collections.ConfigDict) -> list[dict[str, str]]:
+def protocol_rows(config: ml_collections.ConfigDict, num_test: int) -> list[dict[str, str]]:
   """Our settings (from ``config``) beside the authors' Keras scripts, with file and line
   (BALD = Dropout_BALD_Q10_N1000.py; the other MC-dropout scripts match it)."""
   k = config.kernel_size
   decay = (f"{config.weight_decay_c:g} / N on "
            f"{', '.join(config.weight_decay_layers) or 'no layer'} (N: current labels)")
-  test = config.test_size or "all 10,000"
+  test = f"{num_test:,}" if config.test_size else f"all {num_test:,}"
   rows = [
       ("network", f"conv {k}x{k} (32) x 2, max-pool, dropout {config.conv_rate:g}, dense 128, "
        f"dropout {config.dense_rate:g}, dense 10, in every round",
