@@ -1,6 +1,6 @@
 """dropjax: dropout variants as fast functional JAX ops, Flax NNX layers and MC dropout."""
 
-from dropjax import layers, masks, penalties, schedules, variants
+from dropjax import layers, masks, penalties, prng, schedules, variants
 from dropjax.concrete import (
     concrete_dropout,
     concrete_dropout_regularizer,
@@ -51,6 +51,7 @@ __all__ = [
     "masks",
     "penalties",
     "per_depth_rates",
+    "prng",
     "schedules",
     "spatial_concrete_dropout",
     "spatial_dropout",

@@ -18,8 +18,9 @@ fewest bits that hold it exactly among 1, 2 and 4 (0.5 from one random bit per e
 it to a relative error of at most 1e-3 of ``min(rate, 1 - rate)`` (0.1 uses 16 bits and is
 drawn as 6554/65536 = 0.100006), else 32 (0.001). A traced rate uses 16 bits (resolution
 1.5e-5). `automatic_min_bits` raises the narrowest automatic width (8 gives the masks of
-dropjax before 1-, 2- and 4-bit lanes). The PRNG implementation (threefry, rbg, unsafe_rbg)
-is the caller's key's. An explicit ``bits`` rounds any rate to its grid (``bits=1`` turns
+dropjax before 1-, 2- and 4-bit lanes). The PRNG implementation (threefry, rbg, unsafe_rbg,
+or `dropjax.prng.KEYED_HASH`, several times cheaper on CPU) is the caller's key's. An
+explicit ``bits`` rounds any rate to its grid (``bits=1`` turns
 0.3 into 0.5).
 
 The threshold is not differentiable; the rate keeps a straight-through gradient

@@ -13,8 +13,8 @@ import ml_collections
 
 def study_config(study: str, option: str | None, options: Sequence[str], *,
                  data: bool = True) -> ml_collections.ConfigDict:
-  """A config holding ``study``, ``seed`` (0), ``mask_min_bits`` (8) and, for studies that
-  read data, ``data_dir``.
+  """A config holding ``study``, ``seed`` (0), ``mask_min_bits`` (8), ``prng_impl``
+  ("threefry2x32") and, for studies that read data, ``data_dir``.
 
   Args:
     study: the registered study's name (``config.study``).
@@ -39,6 +39,10 @@ def study_config(study: str, option: str | None, options: Sequence[str], *,
   # 8 pins the masks of the committed results, drawn before 1-, 2- and 4-bit lanes; 1 draws
   # rate 0.5 from one random bit per element (faster; other masks, so a new workdir).
   config.mask_min_bits = 8
+  # The generator of every key the study makes (`dropjax.prng.key`): "threefry2x32", JAX's
+  # default and that of every committed result, or "keyed_hash", the same keys with bits
+  # from a keyed hash (several times cheaper masks on CPU; other masks, so a new workdir).
+  config.prng_impl = "threefry2x32"
   if data:
     config.data_dir = ""
   return config

@@ -13,7 +13,8 @@ fields of a nested ConfigDict and the items of a tuple):
 - scales (``learning_rate``, ``*length_scale``, ``temperature``, ``tau*``, ``*_eps``,
   ``max_norm``, ``*_alpha``): positive finite numbers; penalties (``l2``, ``weight_decay*``):
   non-negative finite numbers;
-- ``mask_min_bits``: one of 1, 2, 4, 8.
+- ``mask_min_bits``: one of 1, 2, 4, 8;
+- ``prng_impl``: a name in `dropjax.prng.IMPLS`.
 
 Then the study's own ``check_config(config)`` (in ``experiments/<study>.py``) adds its rules
 (choices among names, divisibility, ...). Every message names the field (``config.x``) and
@@ -32,7 +33,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from dropjax import masks
+from dropjax import masks, prng
 
 # The studies `experiments.main` runs: module ``experiments.<name>`` with its ``STUDY``.
 STUDIES = ("active_learning", "concrete_dropout", "concrete_mnist", "ensemble_interpretation",
@@ -78,6 +79,9 @@ def _rule(name: str) -> tuple[Callable[[Any], bool], str] | None:
   if name == "mask_min_bits":
     return (lambda v: _is_int(v) and v in masks.AUTOMATIC_MIN_BITS), (
         f"one of {masks.AUTOMATIC_MIN_BITS}")
+  if name == "prng_impl":
+    return (lambda v: isinstance(v, str) and v in prng.IMPLS), (
+        f"one of {sorted(prng.IMPLS)} (dropjax.prng)")
   if name == "angles":
     return _is_number, "finite numbers"
   if name in _PENALTIES:

@@ -24,7 +24,7 @@ EXECUTION_FIELDS = ("mc_chunk_size", "mc_vectorize", "segment_epochs", "data_dir
                     "timing_steps", "timing_repeats")
 # Fields added after runs were recorded, with the value those runs had: a config.json
 # without one of them recorded a run made with that value.
-FIELDS_ADDED_LATER = {"mask_min_bits": 8}
+FIELDS_ADDED_LATER = {"mask_min_bits": 8, "prng_impl": "threefry2x32"}
 
 
 def data_fingerprint(config: ml_collections.ConfigDict) -> dict[str, Any] | None:

@@ -18,12 +18,14 @@ import jax.numpy as jnp
 from flax import nnx
 
 import dropjax
+from dropjax import prng
 
 
 def bench_case(size, dtype, impl, rate, repeats):
   x = jnp.ones((size // 1024, 1024), dtype)
-  key = jax.random.key(0, impl=impl)
-  flax_layer = nnx.Dropout(rate, rngs=nnx.Rngs(jax.random.key(0, impl=impl)))
+  spec = prng.IMPLS.get(impl, impl)  # JAX's names, or dropjax.prng's keyed_hash
+  key = jax.random.key(0, impl=spec)
+  flax_layer = nnx.Dropout(rate, rngs=nnx.Rngs(jax.random.key(0, impl=spec)))
   candidates = {
       "x * 2": (jax.jit(lambda k, x: x * 2), (key, x)),
       "flax.nnx.Dropout": (nnx.jit(lambda m, x: m(x)), (flax_layer, x)),
@@ -44,7 +46,7 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sizes", default="1048576,16777216")
   parser.add_argument("--dtypes", default="float32,bfloat16")
-  parser.add_argument("--impls", default="threefry2x32,philox2x32,rbg")
+  parser.add_argument("--impls", default="threefry2x32,philox2x32,rbg,keyed_hash")
   parser.add_argument("--rate", type=float, default=0.5)
   parser.add_argument("--repeats", type=int, default=10)
   parser.add_argument("--out", default="results")

@@ -10,10 +10,12 @@ plus tracing and cache loads. Per epoch and per MC sample, scaled to the publish
 costs in a full run on this machine (an upper bound for training: the study trains a
 phase's splits as one vmapped program, which costs less than one split's program times the
 splits). The phases run in both test layouts (``config.mc_vectorize``: True, the committed
-one, and False); training does not depend on it, so its two rows show the noise. A second
-table times the test pass of one model in both layouts and over chunk sizes
-(``config.mc_chunk_size``; both execution only: sample ``i`` is keyed by ``i``), with
-philox keys (faster bits, but every mask changes), and the threefry bits its masks need.
+one, and False); training does not depend on it, so its two rows show the noise. A third
+run uses the mapped layout with the keyed-hash PRNG (``config.prng_impl = "keyed_hash"``,
+`dropjax.prng`: other masks, so other numbers). A second table times the test pass of one
+model in both layouts and over chunk sizes (``config.mc_chunk_size``; both execution only:
+sample ``i`` is keyed by ``i``), with philox and keyed-hash keys (faster bits, but every
+mask changes), and the random bits its masks need.
 Writes ``bench_uci_phases[_<platform>].{json,md}`` atomically.
 """
 
@@ -28,18 +30,22 @@ import benchlib
 import jax
 import jax.numpy as jnp
 
-from dropjax import masks
+from dropjax import masks, prng
 from dropjax.data import uci
 from experiments import main as experiments_main
 from experiments.uci import config as uci_config
 from experiments.uci import model as regression
 
 _PHASES = ("validation_train", "validation_test", "final_train", "final_test")
+# (config.mc_vectorize, config.prng_impl) of the timed runs: the committed layout, the
+# mapped one, and the mapped one with the keyed-hash PRNG.
+_LAYOUTS = ((True, "threefry2x32"), (False, "threefry2x32"), (False, "keyed_hash"))
 
 
-def _run(dataset: str, data_dir: str, multiplier: int, samples: int, vectorize: bool
-         ) -> dict[str, float]:
+def _run(dataset: str, data_dir: str, multiplier: int, samples: int, vectorize: bool,
+         prng_impl: str) -> dict[str, float]:
   config = uci_config.get_config()
+  config.prng_impl = prng_impl
   config.dataset, config.data_dir, config.num_splits = dataset, data_dir, 1
   config.epochs_multiplier, config.mc_samples = multiplier, samples
   config.mc_vectorize = vectorize
@@ -48,18 +54,19 @@ def _run(dataset: str, data_dir: str, multiplier: int, samples: int, vectorize: 
     return experiments_main.run_study(config, workdir)["seconds"]
 
 
-def phase_rows(dataset: str, data_dir: str, multiplier: int, samples: int, vectorize: bool
-               ) -> list[dict]:
+def phase_rows(dataset: str, data_dir: str, multiplier: int, samples: int, vectorize: bool,
+               prng_impl: str = "threefry2x32") -> list[dict]:
   """Seconds per epoch and per MC sample of each phase, and their full-protocol totals."""
   ds = uci.load_uci(dataset, data_dir)
-  _run(dataset, data_dir, multiplier, samples, vectorize)  # compiles into the cache
-  seconds = _run(dataset, data_dir, multiplier, samples, vectorize)
+  _run(dataset, data_dir, multiplier, samples, vectorize, prng_impl)  # fills the cache
+  seconds = _run(dataset, data_dir, multiplier, samples, vectorize, prng_impl)
   epochs, full_epochs = ds.n_epochs * multiplier, ds.n_epochs * 100
   rows = []
   for phase in _PHASES:
     per_unit = seconds[phase] / (epochs if phase.endswith("train") else samples)
     units = full_epochs if phase.endswith("train") else 10_000
-    rows.append({"dataset": ds.name, "mc_vectorize": vectorize, "phase": phase,
+    rows.append({"dataset": ds.name, "mc_vectorize": vectorize, "prng_impl": prng_impl,
+                 "phase": phase,
                  "unit": "epoch" if phase.endswith("train") else "MC sample",
                  "ms_per_unit_one_split": 1e3 * per_unit,
                  "full_minutes": per_unit * units * ds.n_splits / 60})
@@ -85,12 +92,14 @@ def test_pass_rows(dataset: str, data_dir: str, samples: int, chunks: list[int],
   with masks.automatic_min_bits(8):  # as the studies draw their masks
     # The keys' generator changes every mask (and so the table): timed, not used.
     philox = jax.random.key(1, impl="philox2x32")
+    hashed = prng.key(1, "keyed_hash")
     for vectorize, chunk, k in ([(True, 20, key)] + [(False, c, key) for c in chunks]
-                                + [(False, 20, philox)]):
+                                + [(False, 20, philox), (False, 20, hashed)]):
       test = jax.jit(lambda p, k, r, c=chunk, v=vectorize: regression.mc_regression_stats(
           p, k, x, y, r, tau, 0.0, 1.0, num_samples=samples, chunk_size=c, vectorize=v))
       variant = (f"test pass, {'vmapped' if vectorize else 'mapped'} samples, "
-                 f"mc_chunk_size={chunk}" + (", philox2x32 keys" if k is philox else ""))
+                 f"mc_chunk_size={chunk}" + {id(philox): ", philox2x32 keys",
+                                             id(hashed): ", keyed-hash keys"}.get(id(k), ""))
       rows.append({"benchmark": label, "variant": variant,
                    "ms": 1e3 * benchlib.median_seconds(test, params, k, rate, repeats=repeats)})
   words = x.shape[0] * (x.shape[1] + ds.n_hidden) // 2
@@ -101,8 +110,9 @@ def test_pass_rows(dataset: str, data_dir: str, samples: int, chunks: list[int],
           dtype=jnp.uint32), None
     return jax.lax.scan(step, jnp.uint32(0), jnp.arange(samples))[0]
 
-  rows.append({"benchmark": label, "variant": f"threefry bits only ({words} words a sample)",
-               "ms": 1e3 * benchlib.median_seconds(jax.jit(bits_only), key, repeats=repeats)})
+  for name, k in (("threefry", key), ("keyed-hash", hashed)):
+    rows.append({"benchmark": label, "variant": f"{name} bits only ({words} words a sample)",
+                 "ms": 1e3 * benchlib.median_seconds(jax.jit(bits_only), k, repeats=repeats)})
   baseline = rows[0]["ms"]
   for r in rows:
     r["ratio"] = r["ms"] / baseline
@@ -134,14 +144,14 @@ def main():
     # holding every program, so the timed run of each pair compiles nothing.
     experiments_main.use_compilation_cache(cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    phases = [row for vectorize in (True, False) for row in phase_rows(
-        args.dataset, args.data_dir or None, args.multiplier, args.samples, vectorize)]
+    phases = [row for vectorize, impl in _LAYOUTS for row in phase_rows(
+        args.dataset, args.data_dir or None, args.multiplier, args.samples, vectorize, impl)]
     tests = test_pass_rows(args.dataset, args.data_dir or None, 2 * args.samples, chunks,
                            args.repeats)
   meta = benchlib.machine_meta(start)
   meta["phases"] = phases
-  total = {v: sum(r["full_minutes"] for r in phases if r["mc_vectorize"] == v)
-           for v in (True, False)}
+  total = {layout: sum(r["full_minutes"] for r in phases
+                       if (r["mc_vectorize"], r["prng_impl"]) == layout) for layout in _LAYOUTS}
   caption = (
       f"Where the UCI table's time goes ({meta['device']}, {meta['cpus_used']} of "
       f"{meta['cpu_count']} CPUs, "
@@ -149,10 +159,12 @@ def main():
       "Per phase: milliseconds per epoch and per MC sample of one split, from a run of the "
       f"study ({args.multiplier} x n_epochs epochs, {args.samples} samples) whose programs "
       "were compiled by an identical run before it, scaled to the full protocol: "
-      f"{total[True]:.1f} minutes for this dataset with the committed test layout "
-      f"(mc_vectorize = True), {total[False]:.1f} with samples mapped one at a time.\n\n"
+      f"{total[True, 'threefry2x32']:.1f} minutes for this dataset with the committed test "
+      f"layout (mc_vectorize = True), {total[False, 'threefry2x32']:.1f} with samples mapped "
+      f"one at a time, {total[False, 'keyed_hash']:.1f} mapped with the keyed-hash PRNG.\n\n"
       + benchlib.markdown_table(phases, (
-          ("mc_vectorize", "mc_vectorize", ""), ("phase", "phase", "s"), ("unit", "unit", "s"),
+          ("mc_vectorize", "mc_vectorize", ""), ("prng_impl", "prng_impl", "s"),
+          ("phase", "phase", "s"), ("unit", "unit", "s"),
           ("ms_per_unit_one_split", "ms per unit, one split", ".2f"),
           ("full_minutes", "minutes, full protocol", ".1f"), ("share", "share", ".2f")))
       + "\n\nThe test pass of one model by layout and chunk size, and the random bits alone "

@@ -5,7 +5,8 @@
 One compiled block of epochs of every split x grid model of ``--dataset`` (Kin8nm: 20 x 12 =
 240 models, vmapped as the study trains them), timed after a warm-up call: with the study's
 masks (the grid's rates are traced, so 16-bit lanes), with 8- and 32-bit lanes, with philox
-keys, and with dropout replaced by the identity (the floor without masks). Writes
+keys, with the keyed-hash PRNG (`dropjax.prng`), and with dropout replaced by the identity
+(the floor without masks). Writes
 ``bench_uci_train[_<platform>].{json,md}`` atomically.
 """
 
@@ -20,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dropjax import masks
+from dropjax import masks, prng
 from dropjax.data import uci
 from experiments.uci import config as uci_config
 from experiments.uci import model as regression
@@ -44,7 +45,7 @@ def step_rows(dataset: str, data_dir: str | None, epochs: int, repeats: int) -> 
            f"batch {batch_size}, ms per step")
 
   def timed(impl: str, dropout) -> float:
-    root = jax.random.key(0, impl=impl)
+    root = jax.random.key(0, impl=prng.IMPLS.get(impl, impl))
     keys = jax.random.split(root, num_models * 2).reshape(len(splits), len(grid), 2)
     shuffle = jax.random.split(jax.random.fold_in(root, 1), len(splits))
     init = lambda k: regression.init_state(k, x.shape[2], ds.n_hidden, tx)
@@ -73,6 +74,7 @@ def step_rows(dataset: str, data_dir: str | None, epochs: int, repeats: int) -> 
       ("8-bit lanes", "threefry2x32", with_bits(8)),
       ("32-bit lanes", "threefry2x32", with_bits(32)),
       ("philox2x32 keys, 16-bit lanes", "philox2x32", ours),
+      ("keyed-hash keys (dropjax.prng), 16-bit lanes", "keyed_hash", ours),
       ("no masks (dropout = identity)", "threefry2x32", lambda k, h, r, deterministic=False: h),
   ]
   rows = [{"benchmark": label, "variant": name, "ms": timed(impl, fn)}

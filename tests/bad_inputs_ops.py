@@ -7,7 +7,7 @@ from flax import nnx
 
 import dropjax
 import dropjax.train
-from dropjax import layers
+from dropjax import layers, prng
 from dropjax.mc import mc_running_means, mc_sample, module_forward
 
 _MESH = jax.sharding.Mesh(jax.devices()[:1], ("samples",))
@@ -34,6 +34,11 @@ def _mc_mode_model():
 
 
 CASES = [
+    Case("prng-unknown-impl", lambda: prng.key(0, "philox"), ValueError,
+         ["impl", "'philox'", "keyed_hash", "threefry2x32"]),
+    Case("prng-too-many-words",
+         lambda: prng.keyed_hash_words(jax.random.key_data(jax.random.key(0)), 2**32 + 1),
+         ValueError, ["num_words", "2**32", "split the key"]),
     Case("ops-rate-negative", lambda: dropjax.dropout(K, X, -0.1), ValueError,
          ["`rate`", "[0, 1]", "-0.1"]),
     Case("ops-rate-above-one", lambda: dropjax.dropout(K, X, 1.5), ValueError,

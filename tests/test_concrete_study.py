@@ -56,3 +56,15 @@ def test_concrete_mlp_study_records_rates_per_epoch_and_resumes(tmp_path):
   assert fixed["rates"] == [0.2, 0.5] and fixed["rate_history"] == []
   assert all(0 <= r[k] <= 1 for r in out["rows"] for k in ("error_det", "error_mc"))
   assert main.run_study(config, str(tmp_path))["rows"] == out["rows"]
+
+
+@pytest.mark.slow
+def test_the_config_picks_the_generator_of_every_key(tmp_path):
+  """``config.prng_impl``: the same study with the keyed-hash PRNG draws other masks, so
+  other numbers, and its workdir records the choice."""
+  config = config_lib.get_config("quick")
+  threefry = main.run_study(config, str(tmp_path / "threefry"))
+  config.prng_impl = "keyed_hash"
+  hashed = main.run_study(config, str(tmp_path / "hash"))
+  assert [r["rates_mean"] for r in hashed["rows"]] != [r["rates_mean"] for r in threefry["rows"]]
+  assert '"prng_impl": "keyed_hash"' in (tmp_path / "hash" / "config.json").read_text()

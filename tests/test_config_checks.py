@@ -104,7 +104,9 @@ def test_workdir_records_the_data_and_accepts_the_same_data_elsewhere(tmp_path):
     reporting.start_workdir(config, workdir)
 
 
-def test_a_workdir_recorded_before_mask_min_bits_resumes_only_with_the_old_masks(tmp_path):
+@pytest.mark.parametrize("field, other", [("mask_min_bits", 1), ("prng_impl", "keyed_hash")])
+def test_a_workdir_recorded_before_a_mask_field_resumes_only_with_the_old_masks(
+    tmp_path, field, other):
   config = uci_config.get_config("quick")
   config.data_dir = str(tmp_path / "data")
   write_fake_uci(config.data_dir)
@@ -112,11 +114,11 @@ def test_a_workdir_recorded_before_mask_min_bits_resumes_only_with_the_old_masks
   reporting.start_workdir(config, workdir)
   path = os.path.join(workdir, "config.json")
   recorded = json.load(open(path))
-  del recorded["mask_min_bits"]  # as recorded before the field existed
+  del recorded[field]  # as recorded before the field existed
   json.dump(recorded, open(path, "w"))
-  reporting.start_workdir(config, workdir)  # 8: the masks that run drew
-  config.mask_min_bits = 1
-  with pytest.raises(ValueError, match=r"different config \(fields \['mask_min_bits'\]\)"):
+  reporting.start_workdir(config, workdir)  # 8 and threefry: the masks that run drew
+  config[field] = other
+  with pytest.raises(ValueError, match=rf"different config \(fields \['{field}'\]\)"):
     reporting.start_workdir(config, workdir)
 
 

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 import dropjax
-from dropjax import masks
+from dropjax import masks, prng
 
 KEY = jax.random.key(2024)
+# The mask tests that matter for the generator run with every one (dropjax.prng).
+KEYS = {impl: prng.key(2024, impl) for impl in prng.IMPLS}
 N = 1 << 22  # 4M draws: the s.e. of a rate near 0.5 is 2.4e-4.
 Z = 5.0
 
@@ -59,10 +61,11 @@ def test_traced_rate_uses_16_bits_and_bad_bits_are_rejected():
     dropjax.dropout(KEY, jnp.ones(3), 0.5, bits=12)
 
 
+@pytest.mark.parametrize("impl", sorted(KEYS))
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.005, 0.9])
 @pytest.mark.parametrize("bits", [None, 8, 16, 32])
-def test_realised_drop_fraction_and_expectation(rate, bits):
-  y = dropjax.dropout(KEY, jnp.ones(N), rate, bits=bits)
+def test_realised_drop_fraction_and_expectation(rate, bits, impl):
+  y = dropjax.dropout(KEYS[impl], jnp.ones(N), rate, bits=bits)
   resolved = masks.resolve_bits(rate, bits)
   q = 1.0 - realised_rate(rate, resolved)
   dropped = float(jnp.mean(y == 0))
@@ -77,19 +80,21 @@ def test_realised_drop_fraction_and_expectation(rate, bits):
 
 @pytest.mark.parametrize("bits, rates", [(1, [0.5]), (2, [0.25, 0.5, 0.75]),
                                          (4, [1 / 16, 0.3125, 0.5, 15 / 16])])
-def test_narrow_lanes_draw_their_exact_rates_with_the_right_expectation(bits, rates):
+@pytest.mark.parametrize("impl", sorted(KEYS))
+def test_narrow_lanes_draw_their_exact_rates_with_the_right_expectation(bits, rates, impl):
   # An odd size: the last word is only partly used.
   n = N + 7
   for rate in rates:
     assert realised_rate(rate, bits) == rate  # exact at this width
-    y = dropjax.dropout(jax.random.fold_in(KEY, bits), jnp.ones(n), rate, bits=bits)
+    y = dropjax.dropout(jax.random.fold_in(KEYS[impl], bits), jnp.ones(n), rate, bits=bits)
     assert_rate(float(jnp.mean(y == 0)), rate, n)
     assert abs(float(jnp.mean(y)) - 1.0) <= Z * np.sqrt(rate / (1 - rate) / n)
 
 
+@pytest.mark.parametrize("impl", sorted(KEYS))
 @pytest.mark.parametrize("bits", [1, 2, 4])
-def test_narrow_lanes_are_uniform_and_neighbours_independent(bits):
-  lanes = np.asarray(masks.random_lanes(KEY, (N + 5,), bits)).astype(np.int64)
+def test_narrow_lanes_are_uniform_and_neighbours_independent(bits, impl):
+  lanes = np.asarray(masks.random_lanes(KEYS[impl], (N + 5,), bits)).astype(np.int64)
   values = 2**bits
   assert lanes.max() == values - 1 and lanes.min() == 0
   # Every value with probability 2**-bits...
@@ -122,9 +127,10 @@ def test_one_bit_masks_share_along_broadcast_dims_and_follow_the_key():
   np.testing.assert_array_equal(both[1], other)
 
 
-def test_expectation_per_element_over_keys():
+@pytest.mark.parametrize("impl", sorted(KEYS))
+def test_expectation_per_element_over_keys(impl):
   x = jnp.linspace(-3.0, 3.0, 64)
-  keys = jax.random.split(KEY, 20000)
+  keys = jax.random.split(KEYS[impl], 20000)
   ys = jax.vmap(lambda k: dropjax.dropout(k, x, 0.3))(keys)
   mean = ys.mean(0)
   se = jnp.abs(x) * np.sqrt(0.3 / 0.7 / len(keys))

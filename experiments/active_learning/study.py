@@ -33,7 +33,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from dropjax import acquisition, uncertainty
+from dropjax import acquisition, prng, uncertainty
 from dropjax.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from dropjax.data import Split
 from dropjax.layers import reseed
@@ -289,7 +289,7 @@ def _acquire_and_train(config: ml_collections.ConfigDict, pool: Split, test: Spl
   runs = [(name, seed) for name in names for seed in range(config.num_seeds)]
   programs = Programs(config, pool, test)
 
-  root = jax.random.key(config.seed)
+  root = prng.key(config.seed, config.prng_impl)
   seed_keys = [jax.random.fold_in(root, s) for s in range(config.num_seeds)]
   initial = [balanced_initial_labels(jax.random.fold_in(k, 10**6), np.asarray(pool.labels),
                                      config.initial_per_class) for k in seed_keys]

@@ -14,7 +14,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dropjax import layers
+from dropjax import layers, prng
 from dropjax.mc import mc_sample, module_forward
 from dropjax.penalties import check_coefficient, collect_penalties
 from dropjax.train import init_train_state, train_epochs
@@ -153,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, sections: study.Sectio
                        ) -> study.Report:
   start = time.perf_counter()
   rows = []
-  root = jax.random.key(config.seed)
+  root = prng.key(config.seed, config.prng_impl)
   for n, epochs in zip(config.sizes, config.epochs, strict=True):
     runs = sections(f"sizes/{n}", lambda n=n, epochs=epochs: [
         fit(config, n, epochs, jax.random.fold_in(jax.random.fold_in(root, n), r),

@@ -18,7 +18,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from dropjax import layers, metrics
+from dropjax import layers, metrics, prng
 from dropjax.mc import mc_predict, module_forward
 from dropjax.models import MLP
 from dropjax.train import fit_classifier, predict_probabilities
@@ -32,7 +32,7 @@ def learned_rates(model: nnx.Module) -> list[float]:
 
 def run_model(config, data, name: str) -> dict[str, Any]:
   train, _, test = data
-  root = jax.random.key(config.seed)
+  root = prng.key(config.seed, config.prng_impl)
   concrete = name == "concrete"
   n = len(train.labels)
   model = MLP(int(np.prod(train.images.shape[1:])), list(config.hidden), 10,

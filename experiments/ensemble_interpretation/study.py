@@ -12,7 +12,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from dropjax import metrics
+from dropjax import metrics, prng
 from dropjax.ensemble import exact_ensemble
 from dropjax.mc import mc_running_means, module_forward
 from dropjax.models import MLP
@@ -23,7 +23,7 @@ from experiments import config_checks, datasets, reporting, study
 def run_key(config: ml_collections.ConfigDict, seed: int) -> jax.Array:
   """Seed ``seed``'s root key, ``fold_in(key(config.seed), seed)``; its ``init``, ``train``
   and ``mc`` streams are folds 0, 1, 2."""
-  return jax.random.fold_in(jax.random.key(config.seed), seed)
+  return jax.random.fold_in(prng.key(config.seed, config.prng_impl), seed)
 
 
 def seed_run(config: ml_collections.ConfigDict, train, test, seed: int) -> dict[str, Any]:
@@ -117,8 +117,9 @@ def exact_comparison(config, train, test) -> list[dict[str, Any]]:
         ("dropout before a ReLU layer", [n, 32], [rate, 0.0]),
     ):
       model = MLP(in_features, hidden, 10, input_rate=0.0, hidden_rate=rates,
-                  rngs=nnx.Rngs(params=config.seed, dropout=0))
-      fit_classifier(model, train, key=jax.random.key(config.seed), epochs=config.exact_epochs,
+                  rngs=nnx.Rngs(params=prng.key(config.seed, config.prng_impl), dropout=0))
+      fit_classifier(model, train, key=prng.key(config.seed, config.prng_impl),
+                     epochs=config.exact_epochs,
                      batch_size=config.batch_size, learning_rate=config.learning_rate,
                      epoch_hooks=study.curve_hooks(f"rate{rate:g}-hidden{len(hidden)}"))
       w = [(d.kernel[...], d.bias[...]) for d in model.denses]

@@ -29,7 +29,7 @@ import optax
 from absl import logging
 from flax import nnx
 
-from dropjax import layers, metrics
+from dropjax import layers, metrics, prng
 from dropjax.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from dropjax.data import Split
 from dropjax.models import LORA_TARGETS, TransformerClassifier
@@ -45,7 +45,7 @@ from experiments import config_checks, datasets, reporting, study
 
 METHODS = ("full", "lora")
 METRICS = ("error", "nll", "ece")
-# Key streams under jax.random.key(config.seed).
+# Key streams under prng.key(config.seed, config.prng_impl).
 _PRETRAIN, _FINETUNE = 0, 1
 
 
@@ -103,7 +103,7 @@ def pretrain(config, sections: study.Sections, train: Split, test: Split,
 
   def compute():
     tic = time.perf_counter()
-    key = jax.random.fold_in(jax.random.key(config.seed), _PRETRAIN)
+    key = jax.random.fold_in(prng.key(config.seed, config.prng_impl), _PRETRAIN)
     graphdef, states, history = fit_ensemble(
         make, train, keys=key[None], epochs=config.pretrain_epochs,
         batch_size=min(config.pretrain_batch_size, len(train.labels)),
@@ -172,7 +172,8 @@ def finetune_run(config, pretrained: nnx.State, pool: Split, test: Split, image_
                  method: str, size: int, seed: int) -> dict[str, Any]:
   """Every setting of ``method`` on one balanced draw of ``size`` images, one program."""
   tic = time.perf_counter()
-  root = jax.random.fold_in(jax.random.fold_in(jax.random.key(config.seed), _FINETUNE), seed)
+  root = jax.random.fold_in(
+      jax.random.fold_in(prng.key(config.seed, config.prng_impl), _FINETUNE), seed)
   # The draw depends on (seed, size) only: both methods and every rate see the same images.
   train = balanced_draw(pool, size, jax.random.fold_in(jax.random.fold_in(root, 0), size))
   settings = grid(config, method)
@@ -214,7 +215,7 @@ def step_times(config, pretrained: nnx.State, pool: Split, image_shape) -> list[
           state, data, None, key, loss_fn=loss_fn, tx=tx))
       state = init_train_state(params, tx, rest)
       for i in range(3):  # compile, then warm up
-        state, _ = step(state, jax.random.key(i))
+        state, _ = step(state, prng.key(i, config.prng_impl))
       runs.append({"method": method, "setting": setting, "step": step,
                    "state": jax.block_until_ready(state), "best": float("inf")})
   for repeat in range(config.timing_repeats):
@@ -222,7 +223,8 @@ def step_times(config, pretrained: nnx.State, pool: Split, image_shape) -> list[
       state = run["state"]
       start = time.perf_counter()
       for i in range(config.timing_steps):
-        state, loss = run["step"](state, jax.random.key(repeat * config.timing_steps + i))
+        state, loss = run["step"](
+            state, prng.key(repeat * config.timing_steps + i, config.prng_impl))
       jax.block_until_ready(loss)
       run["best"] = min(run["best"], (time.perf_counter() - start) / config.timing_steps)
       run["state"] = state

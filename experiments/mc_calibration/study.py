@@ -23,7 +23,7 @@ from absl import logging
 from flax import nnx
 from scipy import ndimage
 
-from dropjax import laplace, metrics, uncertainty
+from dropjax import laplace, metrics, prng, uncertainty
 from dropjax.calibration import fit_temperature
 from dropjax.data import Split
 from dropjax.mc import mc_running_means, mc_sample, module_forward
@@ -158,7 +158,7 @@ def seed_run(config: ml_collections.ConfigDict, train: Split, validation: Split,
              seed: int) -> dict[str, Any]:
   """One seed: the shift study's metrics per angle and method, and the OOD scores."""
   tic = time.perf_counter()
-  root = jax.random.fold_in(jax.random.key(config.seed), seed)
+  root = jax.random.fold_in(prng.key(config.seed, config.prng_impl), seed)
   # Streams: 0 the shift study's models, 1 the OOD study's, 2 the MC masks, 3 Laplace's
   # sampled last layers.
   shift_models = {family: jax.random.fold_in(jax.random.fold_in(root, 0), i)

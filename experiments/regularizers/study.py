@@ -25,7 +25,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from dropjax import metrics, schedules
+from dropjax import metrics, prng, schedules
 from dropjax.data import Split
 from dropjax.models import MLP, ConvNet
 from dropjax.ops import per_depth_rates
@@ -91,7 +91,7 @@ def run_one(config, data: tuple[Split, Split, Split], model: str, method: str, s
   """Trains one (model, method, seed) and returns its test metrics."""
   train, validation, test = data
   spec = METHODS[method]
-  root = jax.random.fold_in(jax.random.key(config.seed), seed)
+  root = jax.random.fold_in(prng.key(config.seed, config.prng_impl), seed)
   net = build_model(config, model, method, dense_rate, train.images.shape[1:],
                     jax.random.fold_in(root, 0))
   epochs = config.epochs[model]

@@ -30,6 +30,7 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
+from dropjax import prng
 from dropjax.checkpoint import checkpoint_exists, load_checkpoint, save_checkpoint
 from dropjax.data import uci
 from experiments import config_checks, reporting, study
@@ -190,7 +191,7 @@ def _train_and_test(
   two thirds of a step); each model has its own initialisation, masks and MC samples.
   Results are flattened in (split, grid point) order.
   """
-  root = jax.random.key(config.seed)
+  root = prng.key(config.seed, config.prng_impl)
   splits = [uci.uci_split(ds, s, validation=(phase == "validation")) for s in split_ids]
   as_f32 = lambda name: jnp.asarray(np.stack([getattr(sp, name) for sp in splits]), jnp.float32)
   x_train, y_train, x_test = as_f32("x_train"), as_f32("y_train"), as_f32("x_test")

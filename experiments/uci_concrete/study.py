@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from dropjax import prng
 from dropjax.data import uci
 from dropjax.train import init_train_state
 from experiments import config_checks, reporting, study
@@ -79,7 +80,7 @@ def _train_and_test(config: ml_collections.ConfigDict, ds: uci.UCIDataset,
   y_test = stack("y_test") * y_std[:, None] + y_mean[:, None]
   n_train = x_train.shape[1]
 
-  root = jax.random.key(config.seed)
+  root = prng.key(config.seed, config.prng_impl)
   streams = jax.vmap(lambda s: jax.random.split(jax.random.fold_in(root, s), 4))(
       jnp.arange(n_splits))  # init, shuffle, dropout, mc
   tx = regression.make_optimizer(config.learning_rate)

@@ -26,7 +26,7 @@ import numpy as np
 from absl import logging
 from flax import nnx
 
-from dropjax import layers, metrics, variants
+from dropjax import layers, metrics, prng, variants
 from dropjax.data import Split, SplitDataset
 from dropjax.mc import mc_predict, module_forward
 from dropjax.models import MLP, ConvNet, SequenceClassifier
@@ -93,7 +93,7 @@ def is_tuned(variant: str) -> bool:
 def run_key(config: ml_collections.ConfigDict, seed: int) -> jax.Array:
   """Seed ``seed``'s root key: ``fold_in(key(config.seed), seed)``; its ``init``, ``train``
   and ``mc`` streams do not depend on the variant, so seed i pairs across variants."""
-  return jax.random.fold_in(jax.random.key(config.seed), seed)
+  return jax.random.fold_in(prng.key(config.seed, config.prng_impl), seed)
 
 
 def run_variant(config: ml_collections.ConfigDict, variant: str, data,
@@ -290,7 +290,7 @@ def rate_sweep(config, data) -> list[dict[str, Any]]:
           hidden_rate=rate,
           rngs=rngs)
       # Member i is seed i % sweep_seeds: the same key for every rate of a seed (paired).
-      seed_keys = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 7),
+      seed_keys = jax.random.split(jax.random.fold_in(prng.key(config.seed, config.prng_impl), 7),
                                    config.sweep_seeds)
       keys = jnp.tile(seed_keys, len(config.sweep_rates))
       batch = min(config.batch_size, len(train.labels))
