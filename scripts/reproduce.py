@@ -94,6 +94,13 @@ STUDIES = {
 _DEFAULT_OPTIONS = {"digits"}
 
 
+def table_name(study: Study, option: str) -> str:
+  """The file name (no suffix) a study's table script writes for ``option``:
+  ``uci-table``, or ``uci-table-keyed-hash`` for ``uci:keyed_hash``."""
+  stem = study.table_script.removesuffix("_table.py").replace("_", "-") + "-table"
+  return f"{stem}-{_dashed(option)}" if option else stem
+
+
 def parse_study(spec: str) -> tuple[str, Study, str]:
   """``"name[:option]"`` -> ``(name, study, option)``, with a clear error for unknown names."""
   name, _, option = spec.partition(":")
@@ -157,7 +164,7 @@ def reproduce(spec: str, workdir: str | None = None, datasets: list[str] | None 
   copied = {}
   if study.table_script:
     _run([os.path.join("scripts", study.table_script), "--workdir", workdir,
-          "--out", results_dir])
+          "--out", results_dir, "--name", table_name(study, option)])
   for source, target in study.outputs(option).items():
     shutil.copyfile(os.path.join(workdir, source), os.path.join(results_dir, target))
     copied[os.path.join(results_dir, target)] = os.path.join(workdir, source)
@@ -182,8 +189,8 @@ def main(argv: list[str] | None = None) -> None:
   if args.list or args.study is None:
     for name, study in STUDIES.items():
       outputs = study.outputs(study.default_option) or {
-          "": f"results/{study.table_script.removesuffix('_table.py').replace('_', '-')}"
-              f"-table.md (scripts/{study.table_script})"}
+          "": f"results/{table_name(study, study.default_option)}.md "
+              f"(scripts/{study.table_script})"}
       print(f"{name}[:option]  config {study.config}, default option "
             f"{study.default_option or '(none)'} -> {', '.join(outputs.values())}")
     return

@@ -1,4 +1,4 @@
-"""Writes results/uci-concrete-table.md (+ .csv) from a `uci_concrete` workdir.
+"""Writes results/uci-concrete-table.md (+ .csv; ``--name``) from a `uci_concrete` workdir.
 
     python scripts/uci_concrete_table.py --workdir runs/uci_concrete \
         [--length_workdirs runs/uci_concrete_epochs5 runs/uci_concrete_epochs25 ...]
@@ -26,6 +26,8 @@ def main():
   parser.add_argument("--out", default=os.path.join(ROOT, "results"))
   parser.add_argument("--length_workdirs", nargs="*", default=[],
                       help="runs of the study at other epochs_multiplier values")
+  parser.add_argument("--name", default="uci-concrete-table",
+                      help="the table's file name, no suffix")
   args = parser.parse_args()
 
   def fmt(pair, digits=2):
@@ -94,9 +96,9 @@ def main():
             "concrete-dropout-keras.ipynb, raw lines of the .ipynb file; it holds the synthetic "
             "experiment only, no UCI code):", "",
             reporting.protocol_table(protocol_rows(configs))] if configs else []
-  io.write_text_atomic(os.path.join(args.out, "uci-concrete-table.md"),
+  io.write_text_atomic(os.path.join(args.out, f"{args.name}.md"),
                        "\n".join(header + lines + footer) + "\n")
-  io.write_csv_atomic(os.path.join(args.out, "uci_concrete_table.csv"), rows)
+  io.write_csv_atomic(os.path.join(args.out, f"{args.name.replace('-', '_')}.csv"), rows)
   if length_rows:
     io.write_csv_atomic(os.path.join(args.out, "uci_concrete_length.csv"), length_rows)
   print("\n".join(header + lines))

@@ -4,8 +4,8 @@
 
 Published numbers are read from the data dir, never typed here: the 2018 update from each
 dataset's reference log (``uci/<name>/results/log_100_xepochs_1_hidden_layers.txt``) and
-the 2016 paper column from the table in ``<data_dir>/README.md``. Writes ``uci-table.md``
-and ``uci_table.csv`` atomically.
+the 2016 paper column from the table in ``<data_dir>/README.md``. Writes ``<name>.md`` and
+``<name>.csv`` (dashes as underscores; ``--name``, default ``uci-table``) atomically.
 """
 
 import argparse
@@ -56,6 +56,7 @@ def main():
   parser.add_argument("--workdir", default="runs/uci")
   parser.add_argument("--data_dir", default=None)
   parser.add_argument("--out", default="results")
+  parser.add_argument("--name", default="uci-table", help="the table's file name, no suffix")
   args = parser.parse_args()
   data_dir = resolve_data_dir(args.data_dir, "UCI")
   paper = paper_2016(data_dir)
@@ -113,8 +114,8 @@ def main():
             f"All {len(rows)} took {all_seconds / 3600:.1f} hours on the 2-core CPU here "
             f"(the sum of the time column)."] if rows else []
   text = "\n".join(header + lines + footer) + "\n"
-  io.write_text_atomic(os.path.join(args.out, "uci-table.md"), text)
-  io.write_csv_atomic(os.path.join(args.out, "uci_table.csv"), rows)
+  io.write_text_atomic(os.path.join(args.out, f"{args.name}.md"), text)
+  io.write_csv_atomic(os.path.join(args.out, f"{args.name.replace('-', '_')}.csv"), rows)
   print(text)
 
 

@@ -28,7 +28,7 @@ def test_every_docs_block_is_written_by_a_study_or_a_benchmark():
   produced = {os.path.splitext(t)[0] for spec in _PUBLISHED
               for t in reproduce.parse_study(spec)[1].outputs(reproduce.parse_study(spec)[2])
               .values()}
-  produced |= {"uci-table", "uci-concrete-table"}  # the UCI table scripts
+  produced |= {"uci-table", "uci-table-keyed-hash", "uci-concrete-table"}  # table scripts
   produced |= {os.path.splitext(os.path.basename(p))[0]
                for p in glob.glob(os.path.join(_ROOT, "results", "bench_*.md"))}
   produced.add("variant-comparison-budget")  # scripts/compare_variant_budgets.py
@@ -54,6 +54,10 @@ def test_config_options():
       os.path.join("experiments", "active_learning", "config.py")
   assert reproduce.config_arg(reproduce.STUDIES["variant_comparison"], "full") == \
       os.path.join("experiments", "variant_comparison", "config.py:full")
+  # A table script's file for each option: the default, or the option's own.
+  uci = reproduce.STUDIES["uci"]
+  assert reproduce.table_name(uci, "") == "uci-table"
+  assert reproduce.table_name(uci, "keyed_hash") == "uci-table-keyed-hash"
 
 
 @pytest.mark.slow
@@ -66,6 +70,6 @@ def test_uci_quick_runs_end_to_end_from_a_clean_environment(tmp_path, data_dir, 
   results = tmp_path / "results"
   reproduce.main(["uci:quick", "--datasets", "yacht", "--workdir", str(tmp_path / "w"),
                   "--results_dir", str(results), "--", "--config.num_splits=1"])
-  text = (results / "uci-table.md").read_text()
+  text = (results / "uci-table-quick.md").read_text()
   assert re.search(r"^\| yacht \| 1 \|", text, flags=re.M), text
-  assert (results / "uci_table.csv").exists()
+  assert (results / "uci_table_quick.csv").exists()
