@@ -102,10 +102,7 @@ def _random_bits(key_data: jax.Array, bit_width: int, shape: Sequence[int]) -> j
     raise TypeError(f"bit_width must be 8, 16, 32 or 64; got {bit_width}.")
   shape = tuple(int(d) for d in shape)
   size = math.prod(shape)
-  per_word = 32 // bit_width if bit_width < 32 else 1
-  words_per_value = bit_width // 32 if bit_width > 32 else 1
-  num_words = -(-size // per_word) * words_per_value
-  words = keyed_hash_words(key_data, num_words)
+  words = keyed_hash_words(key_data, -(-size * bit_width // 32))
   if bit_width == 32:
     return words.reshape(shape)
   if bit_width == 64:

@@ -93,13 +93,13 @@ def test_pass_rows(dataset: str, data_dir: str, samples: int, chunks: list[int],
     # The keys' generator changes every mask (and so the table): timed, not used.
     philox = jax.random.key(1, impl="philox2x32")
     hashed = prng.key(1, "keyed_hash")
-    for vectorize, chunk, k in ([(True, 20, key)] + [(False, c, key) for c in chunks]
-                                + [(False, 20, philox), (False, 20, hashed)]):
+    for vectorize, chunk, k, suffix in (
+        [(True, 20, key, ""), *((False, c, key, "") for c in chunks),
+         (False, 20, philox, ", philox2x32 keys"), (False, 20, hashed, ", keyed-hash keys")]):
       test = jax.jit(lambda p, k, r, c=chunk, v=vectorize: regression.mc_regression_stats(
           p, k, x, y, r, tau, 0.0, 1.0, num_samples=samples, chunk_size=c, vectorize=v))
       variant = (f"test pass, {'vmapped' if vectorize else 'mapped'} samples, "
-                 f"mc_chunk_size={chunk}" + {id(philox): ", philox2x32 keys",
-                                             id(hashed): ", keyed-hash keys"}.get(id(k), ""))
+                 f"mc_chunk_size={chunk}{suffix}")
       rows.append({"benchmark": label, "variant": variant,
                    "ms": 1e3 * benchlib.median_seconds(test, params, k, rate, repeats=repeats)})
   words = x.shape[0] * (x.shape[1] + ds.n_hidden) // 2
