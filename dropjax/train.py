@@ -35,6 +35,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import dropjax.data
+from dropjax import prng
 from dropjax._validation import check_mesh_axis
 from dropjax.checkpoint import (
   CheckpointMismatchError,
@@ -622,6 +623,14 @@ def model_loss_fn(graphdef: nnx.GraphDef, loss: ModelLoss) -> LossFn:
   return loss_fn
 
 
+def _impl_name(key: jax.Array) -> str:
+  """A typed key's generator by name: ``keyed_hash`` (not its spec's short tag), ``rbg``."""
+  impl = jax.random.key_impl(key)
+  named = [name for name, spec in prng.IMPLS.items()
+           if jax.random.key_impl(jax.random.key(0, impl=spec)) == impl]
+  return named[0] if named else str(impl)
+
+
 def fit(
     model: nnx.Module,
     data: Any,
@@ -714,6 +723,11 @@ def fit(
     typed_key = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
     run_settings = {
         "key": np.asarray(jax.random.key_data(key) if typed_key else key).tolist(),
+        # The same key data under another generator (dropjax.prng's keyed hash shares
+        # threefry's) draws other masks. Recorded only for generators other than JAX's
+        # default, so the threefry checkpoints written before this setting existed resume.
+        **({"key_impl": _impl_name(key)} if typed_key and jax.random.key_impl(key)
+           != jax.random.key_impl(jax.random.key(0)) else {}),
         "epochs": epochs, "batch_size": batch_size, "drop_remainder": drop_remainder,
         "train_examples": n, "model_structure": tree_signature((state.params, state.rest)),
         "optimizer_structure": tree_signature(state.opt_state),

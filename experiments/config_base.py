@@ -40,8 +40,9 @@ def study_config(study: str, option: str | None, options: Sequence[str], *,
   # rate 0.5 from one random bit per element (faster; other masks, so a new workdir).
   config.mask_min_bits = 8
   # The generator of every key the study makes (`dropjax.prng.key`): "threefry2x32", JAX's
-  # default and that of every committed result, or "keyed_hash", the same keys with bits
-  # from a keyed hash (several times cheaper masks on CPU; other masks, so a new workdir).
+  # default, or "keyed_hash", the same keys with bits from a keyed hash (several times
+  # cheaper masks on CPU; other masks, so a new workdir). The uci study defaults to
+  # "keyed_hash"; every other study, and every other committed result, to threefry.
   config.prng_impl = "threefry2x32"
   if data:
     config.data_dir = ""

@@ -100,8 +100,9 @@ def start_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
                      if previous.get(k) != current.get(k) and k not in EXECUTION_FIELDS)
     if changed:
       raise ValueError(
-          f"{workdir} holds a run with a different config (fields {changed}); resuming would "
-          "mix results. Use a new --workdir or delete the old one."
+          f"{workdir} holds a run with a different config (fields {changed}): recorded "
+          f"{ {k: previous.get(k) for k in changed} }, now { {k: current.get(k) for k in changed} }"
+          "; resuming would mix results. Use a new --workdir or delete the old one."
       )
   data = data_fingerprint(config)
   data_path = os.path.join(workdir, "data.json")

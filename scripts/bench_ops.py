@@ -18,14 +18,12 @@ import jax.numpy as jnp
 from flax import nnx
 
 import dropjax
-from dropjax import prng
 
 
 def bench_case(size, dtype, impl, rate, repeats):
   x = jnp.ones((size // 1024, 1024), dtype)
-  spec = prng.IMPLS.get(impl, impl)  # JAX's names, or dropjax.prng's keyed_hash
-  key = jax.random.key(0, impl=spec)
-  flax_layer = nnx.Dropout(rate, rngs=nnx.Rngs(jax.random.key(0, impl=spec)))
+  key = benchlib.key(0, impl)
+  flax_layer = nnx.Dropout(rate, rngs=nnx.Rngs(benchlib.key(0, impl)))
   candidates = {
       "x * 2": (jax.jit(lambda k, x: x * 2), (key, x)),
       "flax.nnx.Dropout": (nnx.jit(lambda m, x: m(x)), (flax_layer, x)),

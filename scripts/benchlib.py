@@ -12,7 +12,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dropjax import io
+from dropjax import io, prng
 
 # The tables are the studies' (experiments/reporting.py), beside the library.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -21,6 +21,13 @@ from experiments.reporting import markdown_table
 # The columns of a table of timed variants with their ratio to a baseline row.
 VARIANT_COLUMNS = (("benchmark", "benchmark", "s"), ("variant", "variant", "s"),
                    ("ms", "ms", ".2f"), ("ratio", "ratio", ".2f"))
+
+
+def key(seed: int, impl: str) -> jax.Array:
+  """A key of any generator a benchmark compares: JAX's by name (``philox2x32``, ``rbg``)
+  or dropjax.prng's (``keyed_hash``). Wider than `dropjax.prng.key`, which takes only the
+  generators a study config may name."""
+  return jax.random.key(seed, impl=prng.IMPLS.get(impl, impl))
 
 
 def median_seconds(fn: Callable[..., Any], *args: Any, repeats: int) -> float:

@@ -96,9 +96,14 @@ _DEFAULT_OPTIONS = {"digits"}
 
 def table_name(study: Study, option: str) -> str:
   """The file name (no suffix) a study's table script writes for ``option``:
-  ``uci-table``, or ``uci-table-keyed-hash`` for ``uci:keyed_hash``."""
+  ``uci-table``, or ``uci-table-threefry`` for ``uci:threefry``."""
   stem = study.table_script.removesuffix("_table.py").replace("_", "-") + "-table"
   return f"{stem}-{_dashed(option)}" if option else stem
+
+
+def reproduce_command(name: str, option: str) -> str:
+  """The command a table prints under itself: ``python scripts/reproduce.py uci:threefry``."""
+  return f"python scripts/reproduce.py {name}{':' + option if option else ''}"
 
 
 def parse_study(spec: str) -> tuple[str, Study, str]:
@@ -164,7 +169,8 @@ def reproduce(spec: str, workdir: str | None = None, datasets: list[str] | None 
   copied = {}
   if study.table_script:
     _run([os.path.join("scripts", study.table_script), "--workdir", workdir,
-          "--out", results_dir, "--name", table_name(study, option)])
+          "--out", results_dir, "--name", table_name(study, option),
+          "--command", reproduce_command(name, option)])
   for source, target in study.outputs(option).items():
     shutil.copyfile(os.path.join(workdir, source), os.path.join(results_dir, target))
     copied[os.path.join(results_dir, target)] = os.path.join(workdir, source)

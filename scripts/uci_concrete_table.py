@@ -28,6 +28,8 @@ def main():
                       help="runs of the study at other epochs_multiplier values")
   parser.add_argument("--name", default="uci-concrete-table",
                       help="the table's file name, no suffix")
+  parser.add_argument("--command", default="python scripts/reproduce.py uci_concrete",
+                      help="the command that reproduces the runs, printed under the table")
   args = parser.parse_args()
 
   def fmt(pair, digits=2):
@@ -69,7 +71,7 @@ def main():
   header = [
       "Concrete dropout (learned p, heteroscedastic head) against grid-searched MC dropout "
       "(our run of the 2018 protocol) on the same splits, epochs and 10,000 MC samples. "
-      "Mean ± standard error over splits. `python scripts/reproduce.py uci_concrete`.",
+      f"Mean ± standard error over splits. `{args.command}`.",
       "",
       "The hidden p is one rate shared by the mean and log-variance heads, or, with separate "
       "heads (the reference notebook's layout), the mean head's / the log-variance head's.",

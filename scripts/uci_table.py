@@ -5,7 +5,8 @@
 Published numbers are read from the data dir, never typed here: the 2018 update from each
 dataset's reference log (``uci/<name>/results/log_100_xepochs_1_hidden_layers.txt``) and
 the 2016 paper column from the table in ``<data_dir>/README.md``. Writes ``<name>.md`` and
-``<name>.csv`` (dashes as underscores; ``--name``, default ``uci-table``) atomically.
+``<name>.csv`` (dashes as underscores; ``--name``, default ``uci-table``) atomically, with the
+command that reproduces the runs (``--command``; `scripts/reproduce.py` passes its own).
 """
 
 import argparse
@@ -57,6 +58,8 @@ def main():
   parser.add_argument("--data_dir", default=None)
   parser.add_argument("--out", default="results")
   parser.add_argument("--name", default="uci-table", help="the table's file name, no suffix")
+  parser.add_argument("--command", default="python scripts/reproduce.py uci",
+                      help="the command that reproduces the runs, printed under the table")
   args = parser.parse_args()
   data_dir = resolve_data_dir(args.data_dir, "UCI")
   paper = paper_2016(data_dir)
@@ -101,7 +104,7 @@ def main():
       "(deterministic) RMSE; 95% PI: percentage of test targets inside the central 95% "
       "interval of the moment-matched predictive N(mean, var + 1/tau). "
       "Band: |ours - 2018| <= 2 s.e.(2018), or better. Time: both "
-      "phases on the 2-core CPU here. `python scripts/reproduce.py uci`.",
+      f"phases on the 2-core CPU here. `{args.command}`.",
       "",
       "| dataset | splits | epochs | RMSE (ours) | RMSE (2018) | RMSE (2016) | LL (ours) | "
       "LL (2018) | LL (2016) | WS RMSE (ours) | 95% PI coverage % | in band (RMSE / LL) | "

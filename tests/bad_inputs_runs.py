@@ -14,7 +14,7 @@ import numpy as np
 from bad_input_case import Case
 from flax import nnx
 
-from dropjax import checkpoint
+from dropjax import checkpoint, prng
 from dropjax.data import Split, idx, uci, uci_sha256
 from dropjax.data.paths import DATA_DIR_ENV, ChecksumError, DataNotFoundError
 from dropjax.models import MLP
@@ -284,6 +284,8 @@ CASES = [
          checkpoint.CheckpointMismatchError, ["learning_rate", "0.001", "0.01"]),
     Case("runs-checkpoint-other-key", _resume(key=jax.random.key(1)),
          checkpoint.CheckpointMismatchError, ["key"]),
+    Case("runs-checkpoint-other-generator", _resume(key=prng.key(0, "keyed_hash")),
+         checkpoint.CheckpointMismatchError, ["key_impl: checkpoint None, this run 'keyed_hash'"]),
     Case("runs-checkpoint-other-epochs", _resume(epochs=3), checkpoint.CheckpointMismatchError,
          ["epochs: checkpoint 1, this run 3"]),
     Case("runs-checkpoint-other-batch-size-and-weight-decay",

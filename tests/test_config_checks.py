@@ -18,7 +18,7 @@ from experiments import config_checks, main, reporting
 from experiments.uci import config as uci_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-OPTIONS = (None, "quick", "mnist", "mnist_cpu", "mnist_lenet")
+OPTIONS = (None, "quick", "mnist", "mnist_cpu", "mnist_lenet", "threefry")
 
 
 def test_every_shipped_config_passes_the_checks():
@@ -108,6 +108,7 @@ def test_workdir_records_the_data_and_accepts_the_same_data_elsewhere(tmp_path):
 def test_a_workdir_recorded_before_a_mask_field_resumes_only_with_the_old_masks(
     tmp_path, field, other):
   config = uci_config.get_config("quick")
+  config.update(reporting.FIELDS_ADDED_LATER)  # a run of the masks drawn before the fields
   config.data_dir = str(tmp_path / "data")
   write_fake_uci(config.data_dir)
   workdir = str(tmp_path / "run")
@@ -118,8 +119,11 @@ def test_a_workdir_recorded_before_a_mask_field_resumes_only_with_the_old_masks(
   json.dump(recorded, open(path, "w"))
   reporting.start_workdir(config, workdir)  # 8 and threefry: the masks that run drew
   config[field] = other
-  with pytest.raises(ValueError, match=rf"different config \(fields \['{field}'\]\)"):
+  with pytest.raises(ValueError, match=rf"different config \(fields \['{field}'\]\)") as e:
     reporting.start_workdir(config, workdir)
+  # It says what the workdir holds and what was asked, e.g. threefry against keyed_hash.
+  old = reporting.FIELDS_ADDED_LATER[field]
+  assert f"recorded {{{field!r}: {old!r}}}, now {{{field!r}: {other!r}}}" in str(e.value)
 
 
 def test_digits_and_synthetic_studies_fingerprint_without_a_data_dir(monkeypatch):

@@ -28,7 +28,7 @@ def test_every_docs_block_is_written_by_a_study_or_a_benchmark():
   produced = {os.path.splitext(t)[0] for spec in _PUBLISHED
               for t in reproduce.parse_study(spec)[1].outputs(reproduce.parse_study(spec)[2])
               .values()}
-  produced |= {"uci-table", "uci-table-keyed-hash", "uci-concrete-table"}  # table scripts
+  produced |= {"uci-table", "uci-table-threefry", "uci-concrete-table"}  # table scripts
   produced |= {os.path.splitext(os.path.basename(p))[0]
                for p in glob.glob(os.path.join(_ROOT, "results", "bench_*.md"))}
   produced.add("variant-comparison-budget")  # scripts/compare_variant_budgets.py
@@ -57,7 +57,11 @@ def test_config_options():
   # A table script's file for each option: the default, or the option's own.
   uci = reproduce.STUDIES["uci"]
   assert reproduce.table_name(uci, "") == "uci-table"
-  assert reproduce.table_name(uci, "keyed_hash") == "uci-table-keyed-hash"
+  assert reproduce.table_name(uci, "threefry") == "uci-table-threefry"
+  # ... and the command it prints, which must run that option.
+  assert reproduce.reproduce_command("uci", "threefry") == \
+      "python scripts/reproduce.py uci:threefry"
+  assert reproduce.reproduce_command("uci", "") == "python scripts/reproduce.py uci"
 
 
 @pytest.mark.slow
@@ -72,4 +76,5 @@ def test_uci_quick_runs_end_to_end_from_a_clean_environment(tmp_path, data_dir, 
                   "--results_dir", str(results), "--", "--config.num_splits=1"])
   text = (results / "uci-table-quick.md").read_text()
   assert re.search(r"^\| yacht \| 1 \|", text, flags=re.M), text
+  assert "`python scripts/reproduce.py uci:quick`" in text
   assert (results / "uci_table_quick.csv").exists()

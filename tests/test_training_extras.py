@@ -91,6 +91,8 @@ def test_a_concrete_run_resumes_under_its_own_settings_only(tmp_path):
     fit_classifier(make(), small, checkpoint_path=path, progress=kill_after_one, **kwargs)
   meta = checkpoint.read_checkpoint_metadata(path)
   assert meta["settings"]["learning_rate"] == 1e-3 and meta["settings"]["epochs"] == 2
+  # A threefry key records no generator, as checkpoints did before the setting existed.
+  assert "key_impl" not in meta["settings"]
   assert meta["penalty"] != 0  # the concrete penalty (negative here: its entropy term)
   with pytest.raises(checkpoint.CheckpointMismatchError, match="penalty coefficients"):
     fit_classifier(make(1e-3), small, checkpoint_path=path, **kwargs)

@@ -179,6 +179,7 @@ def _uci_table_script():
 def test_quick_run_end_to_end_selects_the_argmax_and_resumes(data_dir, tmp_path, monkeypatch):
   config = uci_config.get_config("quick")
   config.data_dir = data_dir
+  config.mc_vectorize = True  # the first published table's layout; the mapped one below
   workdir = str(tmp_path)
   summary = main.run_study(config, workdir)
   assert summary["n_splits"] == 2 and np.isfinite(summary["log_likelihood"][0])

@@ -193,9 +193,10 @@ def mc_regression_stats(
     y_mean, y_std: the training target's statistics (to de-standardise predictions).
     num_samples: T (a multiple of ``chunk_size``).
     chunk_size: samples per step of the stream.
-    vectorize: vmap a chunk's samples (the layout of the committed tables) instead of
-      mapping them one at a time (faster: the activations stay in cache; the same numbers
-      to float rounding); see `_stream_samples`.
+    vectorize: vmap a chunk's samples (the layout of the first published UCI table and of
+      the Concrete UCI table) instead of mapping them one at a time (slower: a chunk's
+      activations leave the cache; the same numbers to float rounding); see
+      `_stream_samples`.
 
   Returns:
     `MCRegressionStats` with the RMSE of the MC mean, the test log-likelihood, the
@@ -233,7 +234,7 @@ def _stream_samples(sample, key, reference, num_samples, chunk_size, *, vectoriz
   ``vectorize=True`` vmaps each chunk's samples, the layout the committed UCI tables were
   computed with. Mapped one at a time (the default), a sample's activations stay in cache
   (vmapped, Protein's 20 x 8,232 x 100 hidden units took 66 MB) and the test pass takes
-  about 0.67x the time on Protein (`scripts/bench_uci_phases.py`). The masks are the same,
+  about 0.6x the time on Protein (`scripts/bench_uci_phases.py`). The masks are the same,
   but XLA compiles an (N, H) product differently from a (20 N, H) one: when N is not a
   multiple of its vector width, each sample's last few points take another path, so the
   statistics agree to float rounding (about 1e-6 relative), not always bitwise.
