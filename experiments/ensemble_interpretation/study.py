@@ -111,15 +111,17 @@ def exact_comparison(config, train, test) -> list[dict[str, Any]]:
   x = jnp.asarray(test.images.reshape(len(test.labels), -1))
   labels = np.asarray(test.labels)
   rows = []
+  # Every net's initialisation and training start from this one key, as they did from
+  # config.seed before the generator was a config field.
+  net_key = prng.key(config.seed, config.prng_impl)
   for rate in config.exact_rates:
     for name, hidden, rates in (
         ("dropout before the softmax layer", [n], [rate]),
         ("dropout before a ReLU layer", [n, 32], [rate, 0.0]),
     ):
       model = MLP(in_features, hidden, 10, input_rate=0.0, hidden_rate=rates,
-                  rngs=nnx.Rngs(params=prng.key(config.seed, config.prng_impl), dropout=0))
-      fit_classifier(model, train, key=prng.key(config.seed, config.prng_impl),
-                     epochs=config.exact_epochs,
+                  rngs=nnx.Rngs(params=net_key, dropout=0))
+      fit_classifier(model, train, key=net_key, epochs=config.exact_epochs,
                      batch_size=config.batch_size, learning_rate=config.learning_rate,
                      epoch_hooks=study.curve_hooks(f"rate{rate:g}-hidden{len(hidden)}"))
       w = [(d.kernel[...], d.bias[...]) for d in model.denses]
